@@ -1,0 +1,38 @@
+# The README's two commands: `make demo` and `make test`. Everything else is set up by them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SERVE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench install install-test clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test node_modules/.installed
+
+demo: install
+	$(VENV)/bin/curation demo
+	@if [ "$(SERVE)" = "1" ] && [ -f dashboards/main.py ]; then $(VENV)/bin/panel serve dashboards/ --show; fi
+
+test: install-test
+	$(PY) -m pytest -q
+
+bench: install
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,176 @@
+"""The `curation` command line: the SDK's verbs plus demo and serve, with clear errors and progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from curation.client import ServiceError
+from curation.registry import DatasetNotFound, DatasetType, DemoDatasetProtected
+from curation.sdk import Curation
+from curation.storage import AzureStorageConfig, LocalStorageConfig, StorageError
+from curation.validation import DatasetTooSmall
+
+app = typer.Typer(help="Curate image datasets: tag, embed, analyse and sample.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+KNOWN_ERRORS = (DatasetTooSmall, StorageError, ServiceError, DatasetNotFound, DemoDatasetProtected, ValueError)
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _track_with_progress(cr: Curation, dataset_id: str) -> str:
+    with Progress(TextColumn("inference"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("inference", total=None)
+        while True:
+            status = cr.job_status(dataset_id)
+            bar.update(task, total=status.total, completed=status.done)
+            if status.finished:
+                break
+            time.sleep(min(cr.settings.poll_interval_s, 1.0))
+    return cr.tracing_curation_task(dataset_id, tracing=True)
+
+
+def _summary(cr: Curation, dataset_id: str) -> None:
+    record = cr.get_dataset(dataset_id)
+    console.print(f"dataset [bold]{record.id}[/] {record.name!r}: [bold]{record.status.value}[/]", highlight=False)
+    if record.failure_reason:
+        console.print(f"reason: {record.failure_reason}", highlight=False)
+    c = record.counts
+    console.print(f"{c.found} found, {c.accepted} accepted, {c.processed} processed, {c.failed} failed", highlight=False)
+    if record.status.value != "Completed":
+        return
+    from curation.export import load_results
+
+    frame = load_results(cr.settings.data_root, dataset_id)
+    table = Table("category", "class", "images")
+    for category in ("time", "weather", "road", "location"):
+        counts = frame.group_by(category).len().sort("len", descending=True)
+        for value, n in counts.iter_rows():
+            table.add_row(category, value or "None", str(n))
+    console.print(table)
+
+
+@app.command()
+def curate(
+    name: Annotated[str, typer.Option(help="Dataset name")],
+    container: Annotated[str | None, typer.Option(help="Azure container name")] = None,
+    account_name: Annotated[str | None, typer.Option(help="Azure storage account")] = None,
+    account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
+    local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
+    wait: Annotated[bool, typer.Option(help="Track the job to its end")] = True,
+) -> None:
+    """Curate a container (credentials from CURATION_AZURE_ACCOUNT_KEY, _SAS_TOKEN or _CONNECTION_STRING) or a folder."""
+    if (container is None) == (local is None):
+        _fail(ValueError("give exactly one of --container or --local"))
+    config = (
+        LocalStorageConfig(path=local, prefix=prefix)
+        if local is not None
+        else AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url, prefix=prefix)
+    )
+    cr = Curation()
+    try:
+        dataset_id = cr.curate_dataset(name, config)
+        console.print(f"dataset id: [bold]{dataset_id}[/]")
+        if wait:
+            _track_with_progress(cr, dataset_id)
+            _summary(cr, dataset_id)
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+
+
+@app.command()
+def track(dataset_id: str, tracing: Annotated[bool, typer.Option(help="Poll until the end")] = True) -> None:
+    """Track a dataset's inference job and write its results when it completes."""
+    cr = Curation()
+    try:
+        status = _track_with_progress(cr, dataset_id) if tracing else cr.tracing_curation_task(dataset_id, tracing=False)
+        console.print(status)
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+
+
+@app.command("list")
+def list_datasets(type: Annotated[DatasetType | None, typer.Option(help="demo or user")] = None) -> None:
+    """List datasets, newest first."""
+    table = Table("id", "name", "status", "type", "images", "created")
+    for r in Curation().list_datasets(type):
+        table.add_row(r.id, r.name, r.status.value, r.type.value, str(r.counts.accepted), r.created.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command()
+def delete(dataset_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
+    """Delete a dataset and its results (the demo dataset is refused)."""
+    try:
+        cr = Curation()
+        record = cr.get_dataset(dataset_id)
+        if not yes and not typer.confirm(f"Delete dataset {record.id} ({record.name!r}) and all its results?"):
+            raise typer.Exit(code=1)
+        cr.delete_dataset(dataset_id)
+        console.print(f"deleted {dataset_id}")
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+
+
+@app.command()
+def export(dataset_id: str, output: Annotated[Path, typer.Option("-o", "--output", help="JSON file")]) -> None:
+    """Export a dataset's inference results as JSON."""
+    try:
+        data = Curation().export_dataset(dataset_id, output)
+        console.print(f"wrote {len(data['images'])} images to {output}")
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(fresh: Annotated[bool, typer.Option(help="Curate again even if a demo dataset exists")] = False) -> None:
+    """Generate the synthetic demo images and curate them as the demo dataset."""
+    cr = Curation()
+    started = time.perf_counter()
+    try:
+        dataset_id = cr.demo(fresh=fresh)
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+    seconds = time.perf_counter() - started
+    _summary(cr, dataset_id)
+    images = cr.get_dataset(dataset_id).counts.accepted
+    console.print(f"curated in {seconds:.1f} s ({images / seconds:.1f} images/s)", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+) -> None:
+    """Run the inference service (keys from CURATION_SERVICE_API_KEYS)."""
+    import uvicorn
+
+    from curation.models.registry import load_backend
+    from curation.service.app import create_app
+    from curation.settings import get_settings
+
+    settings = get_settings()
+    try:
+        api = create_app(settings, load_backend(settings.model))
+    except RuntimeError as exc:
+        _fail(exc)
+    uvicorn.run(api, host=host, port=port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

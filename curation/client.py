@@ -1,0 +1,145 @@
+"""The inference service client: one code path for the embedded, a test and a remote service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from curation.settings import Settings
+
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+class ServiceError(RuntimeError):
+    """The service refused or failed a request; the message is safe to show."""
+
+
+class AuthenticationError(ServiceError):
+    """The API key was missing or wrong (HTTP 401)."""
+
+
+class TransientServiceError(ServiceError):
+    """A failure worth retrying: connection trouble, 5xx or 429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    status: str  # Processing | Completed | Failed
+    total: int
+    done: int
+    failed: int
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("Completed", "Failed")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    backoff = wait_exponential(multiplier=0.5, max=15)(state)
+    if isinstance(exc, TransientServiceError) and exc.retry_after is not None:
+        return min(max(exc.retry_after, 0.0), 60.0)
+    return backoff
+
+
+class InferenceClient:
+    """Talks to the inference service. Transient failures are retried with backoff for a bounded time."""
+
+    def __init__(self, base_url: str, api_key: SecretStr, settings: Settings, transport: httpx.BaseTransport | None = None):
+        self._budget = settings.transient_budget_s
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key.get_secret_value()}"},
+            timeout=settings.request_timeout_s,
+            transport=transport,
+        )
+        self.base_url = base_url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        @retry(
+            retry=retry_if_exception(lambda e: isinstance(e, TransientServiceError)),
+            wait=_wait,
+            stop=stop_after_delay(self._budget),
+            reraise=True,
+        )
+        def attempt() -> Any:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise TransientServiceError(f"cannot reach the inference service: {type(exc).__name__}") from None
+            if response.status_code == 401:
+                raise AuthenticationError("the inference service rejected the API key (401): check CURATION_API_KEY")
+            if response.status_code in TRANSIENT_STATUS:
+                raise TransientServiceError(
+                    f"inference service answered {response.status_code}", retry_after=_retry_after(response)
+                )
+            if response.status_code >= 400:
+                detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else ""
+                raise ServiceError(f"inference service answered {response.status_code}: {detail}")
+            return response.json()
+
+        return attempt()
+
+    def submit_job(self, items: list[dict[str, Any]], idempotency_key: str) -> str:
+        """Submit images (image_id, url, size) as one job; resubmitting with the same key returns the same job."""
+        body = self._request("POST", "/v1/jobs", json={"items": items}, headers={"Idempotency-Key": idempotency_key})
+        return str(body["job_id"])
+
+    def job_status(self, job_id: str) -> JobStatus:
+        body = self._request("GET", f"/v1/jobs/{job_id}")
+        return JobStatus(body["job_id"], body["status"], body["total"], body["done"], body["failed"], body.get("reason"))
+
+    def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Results in pages, so memory stays bounded whatever the job size."""
+        offset: int | None = 0
+        while offset is not None:
+            body = self._request("GET", f"/v1/jobs/{job_id}/results", params={"offset": offset, "limit": page_size})
+            yield body["items"]
+            offset = body["next_offset"]
+            if not body["items"] and offset is not None:
+                raise ServiceError(f"job {job_id} has no results past {offset}; it is not finished")
+
+    def usage(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/usage")
+
+    def model_info(self) -> dict[str, Any]:
+        return self._request("GET", "/healthz")
+
+
+def connect(settings: Settings) -> InferenceClient:
+    """A client for the configured service, or for the embedded one when no URL is set."""
+    if settings.service_url:
+        if settings.api_key is None:
+            raise ServiceError("CURATION_API_KEY is not set: the inference service needs an API key")
+        return InferenceClient(settings.service_url, settings.api_key, settings)
+    from curation.service.server import embedded_service
+
+    service = embedded_service(settings)
+    return InferenceClient(service.url, service.api_key, settings)

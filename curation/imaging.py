@@ -1,0 +1,55 @@
+"""Decoding images once, safely: EXIF orientation applied, reduced-size JPEG decodes, bomb guard."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can decode; the message says why."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, oriented, possibly reduced by draft mode
+    width: int  # full size as the viewer sees it (after EXIF orientation)
+    height: int
+    format: str
+
+
+def decode_image(data: bytes, min_side: int | None = None) -> DecodedImage:
+    """Decode bytes into an oriented RGB image.
+
+    With min_side, JPEGs are decoded at a reduced scale (draft mode) that still keeps at least
+    min_side pixels on the short side, which is several times faster for large photos.
+    """
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "unknown").lower()
+            width, height = img.size
+            # Pillow only errors at twice its pixel limit; refuse from the limit on, before decoding.
+            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{width}x{height} pixels is over the limit")
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation in _ROTATED:
+                width, height = height, width
+            if min_side and fmt == "jpeg":
+                scale = max(1, min(img.size) // min_side)
+                img.draft("RGB", (img.size[0] // scale, img.size[1] // scale))
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+            rgb = oriented.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"refused: image too large to decode safely ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from None
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt)

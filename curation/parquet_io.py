@@ -1,0 +1,61 @@
+"""Parquet tables of a dataset: explicit schemas, atomic writes, row groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.atomic import atomic_path
+from curation.taxonomy import CATEGORIES
+
+FILES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("blob_name", pa.string(), nullable=False),
+        pa.field("size", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("thumbnail", pa.string()),  # relative to the data root; null when the image did not decode
+        pa.field("error", pa.string()),  # null on success
+    ]
+)
+
+
+def metadata_schema(categories: Iterable[str] = CATEGORIES) -> pa.Schema:
+    """One string column per category (null means None) plus its float32 confidence."""
+    fields = [pa.field("image_id", pa.string(), nullable=False)]
+    for category in categories:
+        fields += [pa.field(category, pa.string()), pa.field(f"{category}_confidence", pa.float32())]
+    return pa.schema(fields)
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """The embedding as a fixed-size list of float32, plus its 3D layout."""
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim)),
+            pa.field("x", pa.float32()),
+            pa.field("y", pa.float32()),
+            pa.field("z", pa.float32()),
+        ]
+    )
+
+
+def write_table(path: Path, table: pa.Table, row_group_size: int = 64_000) -> None:
+    """Write a table atomically: readers never see a half-written file."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+
+
+def rows_to_table(rows: list[dict[str, object]], schema: pa.Schema) -> pa.Table:
+    """A table with exactly the schema's columns and types."""
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def read_table(path: Path) -> pa.Table:
+    return pq.read_table(path)

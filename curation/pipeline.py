@@ -1,0 +1,101 @@
+"""The pipeline's steps as plain functions; tasks/ decorates them and flows/ wires them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curation import registry
+from curation.client import InferenceClient, JobStatus
+from curation.ids import image_id_for
+from curation.parquet_io import FILES_SCHEMA, rows_to_table, write_table
+from curation.paths import DatasetPaths, dataset_paths
+from curation.registry import Counts, DatasetRecord, DatasetType, Status
+from curation.results import write_results
+from curation.settings import Settings
+from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage, sas_expiry
+from curation.taxonomy import DEFAULT_TAXONOMY
+from curation.thumbnails import thumbnail_rows
+from curation.validation import ValidationReport, require_enough, validate_listing
+
+StorageConfig = LocalStorageConfig | AzureStorageConfig
+
+
+def list_and_validate(config: StorageConfig, settings: Settings) -> ValidationReport:
+    """List the storage and keep acceptable images; raises DatasetTooSmall when there are too few."""
+    report = validate_listing(open_storage(config, settings).list_blobs())
+    require_enough(report, settings.min_images)
+    return report
+
+
+def register_dataset(
+    name: str, config: StorageConfig, report: ValidationReport, settings: Settings, dataset_type: DatasetType
+) -> DatasetRecord:
+    """Register a Processing dataset; its storage descriptor holds no secret."""
+    storage = open_storage(config, settings)
+    counts = Counts(found=report.found, accepted=len(report.accepted), rejected=report.rejected)
+    return registry.register(
+        settings.data_root, name, type=dataset_type, storage=storage.descriptor(), counts=counts
+    )
+
+
+def shards(blobs: list[BlobInfo], size: int) -> list[list[BlobInfo]]:
+    """Cut work into shards, so orchestration costs per shard, never per image."""
+    return [blobs[i : i + size] for i in range(0, len(blobs), size)]
+
+
+def sign_items(config: StorageConfig, settings: Settings, blobs: list[BlobInfo]) -> list[dict[str, Any]]:
+    """Job items with a read-only signed URL per blob. The result holds SAS tokens: never persist it."""
+    storage = open_storage(config, settings)
+    expiry = sas_expiry(settings)
+    return [{"image_id": image_id_for(b.name), "url": storage.sign_url(b.name, expiry), "size": b.size} for b in blobs]
+
+
+def submit_images(client: InferenceClient, dataset_id: str, items: list[dict[str, Any]], settings: Settings) -> str:
+    """Submit the job (idempotent per dataset) and remember its id on the record."""
+    job_id = client.submit_job(items, idempotency_key=dataset_id)
+    info = client.model_info()
+    registry.update(settings.data_root, dataset_id, job_id=job_id, meta_model=info.get("model"))
+    return job_id
+
+
+def make_thumbnail_shard(
+    config: StorageConfig, settings: Settings, dataset_id: str, shard: int, blobs: list[BlobInfo]
+) -> int:
+    """Thumbnails and file facts for one shard, saved as a shard file; a finished shard is not redone."""
+    paths = dataset_paths(settings.data_root, dataset_id)
+    target = paths.thumbnail_shard(shard)
+    if target.exists():
+        return 0
+    storage = open_storage(config, settings)
+    rows = thumbnail_rows(blobs, storage.read_bytes, paths.thumbnail, settings.data_root, settings.thumbnail_size)
+    write_table(target, rows_to_table(rows, FILES_SCHEMA))
+    return len(rows)
+
+
+def check_job(client: InferenceClient, dataset_id: str, settings: Settings) -> JobStatus:
+    """One status request for the dataset's job."""
+    record = registry.load(settings.data_root, dataset_id)
+    if record.job_id is None:
+        raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
+    return client.job_status(record.job_id)
+
+
+def finish_dataset(client: InferenceClient, dataset_id: str, settings: Settings) -> DatasetRecord:
+    """Write the results Parquet and mark the dataset Completed with its counts."""
+    paths: DatasetPaths = dataset_paths(settings.data_root, dataset_id)
+    record = registry.load(settings.data_root, dataset_id)
+    assert record.job_id is not None
+    written = write_results(paths, client.iter_results(record.job_id, settings.results_page_size), DEFAULT_TAXONOMY)
+    status = client.job_status(record.job_id)
+    info = client.model_info()
+    counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
+    return registry.update(
+        settings.data_root,
+        dataset_id,
+        status=Status.COMPLETED,
+        failure_reason=None,
+        counts=counts,
+        meta_model=info.get("model"),
+        embedding_model=info.get("embedding_model") or record.embedding_model,
+        job_id=status.job_id,
+    )

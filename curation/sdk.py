@@ -1,0 +1,133 @@
+"""The Python SDK: `Curation` runs the Prefect flows in-process and reads the data root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from curation import registry
+from curation.atomic import write_text_atomic
+from curation.client import JobStatus, connect
+from curation.export import results_json
+from curation.pipeline import check_job
+from curation.registry import DatasetRecord, DatasetType, Status
+from curation.settings import Settings, get_settings, use_settings
+from curation.storage import AzureStorageConfig, LocalStorageConfig
+
+
+class Curation:
+    """Entry point of the SDK.
+
+    Args:
+        api_key: key for the inference service (default: CURATION_API_KEY).
+        service_url: the remote service; None uses the embedded service in this process.
+        data_root: where datasets live (default: CURATION_DATA_ROOT, else ./data).
+        settings: a full settings object, for everything else.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        service_url: str | None = None,
+        data_root: str | Path | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        base = settings or get_settings()
+        changes: dict[str, Any] = {}
+        if api_key is not None:
+            changes["api_key"] = SecretStr(api_key)
+        if service_url is not None:
+            changes["service_url"] = service_url
+        if data_root is not None:
+            changes["data_root"] = Path(data_root)
+        self.settings = base.model_copy(update=changes)
+
+    def curate_dataset(
+        self,
+        name: str,
+        storage_config: LocalStorageConfig | AzureStorageConfig,
+        wait: bool = False,
+        dataset_type: DatasetType = DatasetType.USER,
+    ) -> str:
+        """Start curating a container or folder.
+
+        Args:
+            name: the dataset's display name.
+            storage_config: where the images are.
+            wait: also track the job to its end (otherwise call `tracing_curation_task`).
+            dataset_type: user, or demo for the undeletable demo dataset.
+        Returns:
+            The new dataset id (24 hex characters).
+        Raises:
+            DatasetTooSmall: too few acceptable images; no dataset is created.
+        """
+        from flows.curate_dataset import curate_dataset
+
+        with use_settings(self.settings):
+            return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait)
+
+    def tracing_curation_task(self, dataset_id: str, tracing: bool = True) -> str:
+        """Track a dataset's job; with tracing, poll every `poll_interval_s` until Completed or Failed.
+
+        Args:
+            dataset_id: the id `curate_dataset` returned.
+            tracing: poll until the end (True) or make one request (False).
+        Returns:
+            The dataset status: Processing, Completed or Failed.
+        """
+        from flows.track_curation import track_curation
+
+        with use_settings(self.settings):
+            return track_curation(dataset_id, tracing=tracing)
+
+    def job_status(self, dataset_id: str) -> JobStatus:
+        """The inference job's progress, without running a flow (for progress bars)."""
+        with connect(self.settings) as client:
+            return check_job(client, dataset_id, self.settings)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord:
+        """One dataset's record."""
+        return registry.load(self.settings.data_root, dataset_id)
+
+    def list_datasets(self, dataset_type: DatasetType | None = None) -> list[DatasetRecord]:
+        """All datasets, newest first, optionally of one type."""
+        records = registry.list_records(self.settings.data_root)
+        return [r for r in records if dataset_type is None or r.type == dataset_type]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Erase a dataset and its results. Raises DemoDatasetProtected for the demo dataset."""
+        registry.delete(self.settings.data_root, dataset_id)
+
+    def export_dataset(self, dataset_id: str, path: str | Path | None = None) -> dict[str, Any]:
+        """The inference results as JSON; also written to `path` when given.
+
+        Returns:
+            {"dataset": record, "images": [{image_id, blob_name, ..., error, tags}]}.
+        """
+        data = results_json(self.settings.data_root, dataset_id)
+        if path is not None:
+            write_text_atomic(Path(path), json.dumps(data, indent=2, default=str))
+        return data
+
+    def demo(self, fresh: bool = False, count: int = 72) -> str:
+        """Generate the synthetic demo images and curate them as the demo dataset.
+
+        Args:
+            fresh: curate again even when a Completed demo dataset exists.
+            count: number of demo images.
+        Returns:
+            The demo dataset's id.
+        """
+        from curation.demo import generate_demo_images
+
+        existing = [r for r in self.list_datasets(DatasetType.DEMO) if r.status == Status.COMPLETED]
+        if existing and not fresh:
+            return existing[0].id
+        folder = Path(self.settings.data_root) / "demo-images"
+        generate_demo_images(folder, count=count)
+        return self.curate_dataset(
+            "Demo: synthetic road scenes", LocalStorageConfig(path=folder), wait=True, dataset_type=DatasetType.DEMO
+        )

@@ -1,0 +1,125 @@
+"""The inference service: a FastAPI app with Bearer API-key auth, jobs, paged results and usage."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from curation.models.base import ModelBackend
+from curation.service.jobs import JobItem, JobRunner
+from curation.service.usage import UsageLedger, key_id
+from curation.settings import Settings
+
+MAX_PAGE = 5000
+
+
+class SubmitItem(BaseModel):
+    image_id: str
+    url: str
+    size: int = 0
+
+
+class SubmitRequest(BaseModel):
+    items: list[SubmitItem] = Field(max_length=2_000_000)
+    models: list[str] = Field(default_factory=lambda: ["meta", "embedding"])
+
+
+def _accepted_keys(settings: Settings, extra: list[str]) -> list[str]:
+    keys = list(extra)
+    if settings.service_api_keys is not None:
+        keys += [k.strip() for k in settings.service_api_keys.get_secret_value().split(",") if k.strip()]
+    if not keys:
+        raise RuntimeError("the inference service needs at least one API key: set CURATION_SERVICE_API_KEYS")
+    return keys
+
+
+def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's key id; 401 for a missing or wrong key (compared in constant time)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    given = token.strip().encode()
+    keys: list[bytes] = request.app.state.api_keys
+    # Compare with every key, without stopping early, so timing does not tell which key nearly matched.
+    matches = [hmac.compare_digest(given, k) for k in keys]
+    if scheme.lower() != "bearer" or not any(matches):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key_id(token.strip())
+
+
+Caller = Annotated[str, Depends(caller)]
+
+
+def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | None = None) -> FastAPI:
+    """Build the service. Fails fast when no API key is configured."""
+    keys = [k.encode() for k in _accepted_keys(settings, api_keys or [])]
+    usage = UsageLedger(settings.usage_path)
+    runner = JobRunner(backend, settings, usage)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.close()
+
+    app = FastAPI(title="curation inference service", version="1", lifespan=lifespan)
+    app.state.runner = runner
+    app.state.api_keys = keys
+
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "model": backend.name, "embedding_model": backend.embedding_name}
+
+    @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED)
+    def submit_job(
+        body: SubmitRequest, owner: Caller, idempotency_key: Annotated[str | None, Header()] = None
+    ) -> dict[str, object]:
+        items = [JobItem(i.image_id, i.url, i.size) for i in body.items]
+        job = runner.submit(owner, items, idempotency_key)
+        return job.status_json()
+
+    @app.get("/v1/jobs/{job_id}")
+    def job_status(job_id: str, owner: Caller) -> dict[str, object]:
+        job = runner.get(owner, job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        return job.status_json()
+
+    @app.get("/v1/jobs/{job_id}/results")
+    def job_results(
+        job_id: str,
+        owner: Caller,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    ) -> dict[str, object]:
+        job = runner.get(owner, job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        page = job.results[offset : offset + limit]
+        end = offset + len(page)
+        return {
+            "job_id": job_id,
+            "total": len(job.items),
+            "offset": offset,
+            "next_offset": end if end < len(job.items) else None,
+            "items": [r.as_json() for r in page],
+        }
+
+    @app.get("/v1/usage")
+    def read_usage(owner: Caller) -> dict[str, object]:
+        return {"key_id": owner, "rows": usage.rows(owner)}
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Never echo request data (it may hold signed URLs) in an error.
+        return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
+
+    return app

@@ -1,0 +1,79 @@
+"""Fetching an image by URL for the service: timeouts, a size cap, bounded redirects, no SSRF."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+
+from curation.secrets import strip_query
+
+
+class FetchError(RuntimeError):
+    """The image could not be fetched; the message names the URL without its query (no SAS)."""
+
+
+def _check_host(host: str, allow_private: bool) -> None:
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+            raise FetchError(f"refused: host {host!r} resolves to a non-public address")
+
+
+def _read_file(url: str, max_bytes: int) -> bytes:
+    path = Path(unquote(urlsplit(url).path))
+    if not path.is_file():
+        raise FetchError(f"no such file: {path}")
+    if path.stat().st_size > max_bytes:
+        raise FetchError(f"image is larger than the {max_bytes}-byte cap")
+    return path.read_bytes()
+
+
+def fetch_bytes(
+    url: str,
+    client: httpx.Client,
+    *,
+    max_bytes: int,
+    max_redirects: int,
+    allow_file: bool,
+    allow_private: bool,
+) -> bytes:
+    """Download url into memory, refusing oversize bodies, too many redirects and forbidden hosts."""
+    for _ in range(max_redirects + 1):
+        parts = urlsplit(url)
+        if parts.scheme == "file":
+            if not allow_file:
+                raise FetchError("refused: file:// URLs are only read by the embedded service")
+            return _read_file(url, max_bytes)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"refused: unsupported URL {strip_query(url)!r}")
+        _check_host(parts.hostname, allow_private)
+        try:
+            with client.stream("GET", url, follow_redirects=False) as response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("location", ""))
+                    continue
+                if response.status_code != 200:
+                    raise FetchError(f"HTTP {response.status_code} fetching {strip_query(url)}")
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > max_bytes:
+                    raise FetchError(f"image is larger than the {max_bytes}-byte cap")
+                chunks, total = [], 0
+                for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise FetchError(f"image is larger than the {max_bytes}-byte cap")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{type(exc).__name__} fetching {strip_query(url)}") from None
+    raise FetchError(f"too many redirects (more than {max_redirects})")

@@ -1,0 +1,165 @@
+"""Inference jobs: fetch each image, run the model in batches, keep per-image results."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+
+from curation.imaging import ImageDecodeError, decode_image
+from curation.models.base import ModelBackend
+from curation.service.fetch import FetchError, fetch_bytes
+from curation.service.usage import UsageLedger
+from curation.settings import Settings
+
+BATCH_SIZE = 16
+MODEL_SIDE = 256  # the model sees images reduced to about this short side
+
+
+@dataclass(frozen=True)
+class JobItem:
+    image_id: str
+    url: str
+    size: int = 0
+
+
+@dataclass
+class ImageResult:
+    image_id: str
+    tags: dict[str, tuple[str | None, float]] | None
+    embedding: np.ndarray | None
+    error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "tags": None if self.tags is None else {c: {"label": l, "confidence": p} for c, (l, p) in self.tags.items()},
+            "embedding": None if self.embedding is None else self.embedding.tolist(),
+            "error": self.error,
+        }
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    items: list[JobItem]
+    model: str
+    embedding_model: str
+    idempotency_key: str | None = None
+    status: str = "Processing"
+    reason: str | None = None
+    results: list[ImageResult] = field(default_factory=list)
+    failed: int = 0
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def status_json(self) -> dict[str, Any]:
+        done = len(self.results)
+        return {
+            "job_id": self.id,
+            "status": self.status,
+            "reason": self.reason,
+            "total": len(self.items),
+            "done": done,
+            "failed": self.failed,
+            "progress": done / len(self.items) if self.items else 1.0,
+            "model": self.model,
+            "embedding_model": self.embedding_model,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+        }
+
+
+class JobRunner:
+    """Owns the jobs of one service instance and the worker threads that process them."""
+
+    def __init__(self, backend: ModelBackend, settings: Settings, usage: UsageLedger) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.usage = usage
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=settings.service_workers, thread_name_prefix="inference")
+        self._http = httpx.Client(
+            timeout=settings.fetch_timeout_s,
+            limits=httpx.Limits(max_connections=4 * settings.service_workers),
+        )
+
+    def submit(self, owner: str, items: list[JobItem], idempotency_key: str | None) -> Job:
+        """Create a job, or return the one this owner already made with the same idempotency key."""
+        with self._lock:
+            if idempotency_key:
+                for job in self.jobs.values():
+                    if job.owner == owner and job.idempotency_key == idempotency_key:
+                        return job
+            job = Job(
+                id=uuid.uuid4().hex,
+                owner=owner,
+                items=items,
+                model=self.backend.name,
+                embedding_model=self.backend.embedding_name,
+                idempotency_key=idempotency_key,
+            )
+            self.jobs[job.id] = job
+        if not items:
+            self._finish(job)
+        for start in range(0, len(items), BATCH_SIZE):
+            self._pool.submit(self._run_batch, job, items[start : start + BATCH_SIZE])
+        return job
+
+    def get(self, owner: str, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        return job if job is not None and job.owner == owner else None
+
+    def _load(self, item: JobItem) -> tuple[Any, str | None]:
+        try:
+            data = fetch_bytes(
+                item.url,
+                self._http,
+                max_bytes=self.settings.max_image_bytes,
+                max_redirects=self.settings.max_redirects,
+                allow_file=self.settings.allow_file_urls,
+                allow_private=self.settings.allow_private_hosts,
+            )
+            return decode_image(data, min_side=MODEL_SIDE).image, None
+        except (FetchError, ImageDecodeError) as exc:
+            return None, str(exc)
+
+    def _run_batch(self, job: Job, items: list[JobItem]) -> None:
+        loaded = [self._load(item) for item in items]
+        images = [img for img, _ in loaded if img is not None]
+        try:
+            predictions = iter(self.backend.predict(images)) if images else iter(())
+            model_error = None
+        except Exception as exc:  # a model crash fails these images, not the job
+            predictions, model_error = iter(()), f"model error: {type(exc).__name__}: {exc}"
+        results = []
+        for item, (img, error) in zip(items, loaded, strict=True):
+            if img is not None and model_error is None:
+                pred = next(predictions)
+                results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None))
+            else:
+                results.append(ImageResult(item.image_id, None, None, error or model_error))
+        failed = sum(r.error is not None for r in results)
+        self.usage.record(job.owner, self.backend.name, processed=len(results) - failed, failed=failed)
+        with self._lock:
+            job.results.extend(results)
+            job.failed += failed
+            job.updated = datetime.now(UTC)
+            if len(job.results) == len(job.items):
+                self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        job.status = "Completed"
+        job.updated = datetime.now(UTC)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()

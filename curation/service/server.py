@@ -1,0 +1,60 @@
+"""Running the service: as a real HTTP server (`curation serve`) or embedded on a loopback port."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from pydantic import SecretStr
+
+from curation.models.registry import load_backend
+from curation.service.app import create_app
+from curation.settings import Settings
+
+
+@dataclass
+class RunningService:
+    url: str
+    api_key: SecretStr
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_in_thread(settings: Settings, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
+    """Serve the real app over real HTTP from a daemon thread, on a free port unless one is given."""
+    app = create_app(settings, load_backend(settings.model), api_keys=[api_key.get_secret_value()])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="inference-service")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the embedded inference service did not start")
+        time.sleep(0.02)
+    return RunningService(f"http://{host}:{sock.getsockname()[1]}", api_key, server, thread)
+
+
+_embedded: RunningService | None = None
+_embedded_lock = threading.Lock()
+
+
+def embedded_service(settings: Settings) -> RunningService:
+    """The process's embedded service, started once. It alone may read file:// and loopback URLs."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None or not _embedded.thread.is_alive():
+            key = settings.api_key or SecretStr(secrets.token_urlsafe(24))
+            embedded = settings.model_copy(update={"allow_file_urls": True, "allow_private_hosts": True})
+            _embedded = start_in_thread(embedded, key)
+        return _embedded

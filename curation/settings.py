@@ -1,0 +1,85 @@
+"""The one settings object. Every component reads its configuration from here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Pipeline settings, read from `CURATION_*` environment variables.
+
+    Secrets are `SecretStr`, so they never print in a repr, a log line or a traceback.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CURATION_", extra="ignore")
+
+    # Data root: every dataset, thumbnail and export lives under it.
+    data_root: Path = Field(default=Path("data"))
+
+    # Validation: a dataset needs at least this many acceptable images (the spec: MORE than 30).
+    min_images: int = 31
+
+    # Inference service. None means the embedded service, started in-process on a loopback port.
+    service_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "cpu"
+
+    # Tracking: poll interval, and how long transient failures may last before the run is Failed.
+    poll_interval_s: float = 5.0
+    transient_budget_s: float = 120.0
+    request_timeout_s: float = 30.0
+
+    # Work is cut into shards; never one Prefect task per image.
+    shard_size: int = 256
+    thumbnail_size: int = 256
+    thumbnail_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    results_page_size: int = 1000
+
+    # SAS: read-only, per blob, valid long enough to cover the job.
+    sas_expiry_minutes: int = 240
+
+    # Azure credentials from the environment (never flow parameters in plain text).
+    azure_account_key: SecretStr | None = None
+    azure_sas_token: SecretStr | None = None
+    azure_connection_string: SecretStr | None = None
+
+    # Service side.
+    service_api_keys: SecretStr | None = None  # comma-separated keys the service accepts
+    service_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    fetch_timeout_s: float = 30.0
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_redirects: int = 3
+    allow_file_urls: bool = False  # only the embedded service reads file:// URLs
+    allow_private_hosts: bool = False  # loopback/private hosts only when explicitly allowed
+    usage_path: Path | None = None  # where the service keeps its usage ledger; None = in memory
+
+
+_active: Settings | None = None
+
+
+@lru_cache(maxsize=1)
+def _from_environment() -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """The process-wide settings: those the SDK activated, else read once from the environment."""
+    return _active if _active is not None else _from_environment()
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Make settings the process-wide ones for the duration (the SDK runs flows in-process under it)."""
+    global _active
+    previous, _active = _active, settings
+    try:
+        yield settings
+    finally:
+        _active = previous

@@ -1,0 +1,202 @@
+"""Where images live: a local folder or an Azure Blob Storage container, behind one small interface."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, Field, SecretStr
+
+from curation.secrets import redact
+from curation.settings import Settings
+
+
+class StorageError(RuntimeError):
+    """Storage could not be reached or read; the message never holds a secret."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    size: int
+
+
+class LocalStorageConfig(BaseModel):
+    """A local folder of images, listed recursively. The embedded default."""
+
+    kind: Literal["local"] = "local"
+    path: Path
+    prefix: str | None = None
+
+
+class AzureStorageConfig(BaseModel):
+    """An Azure Blob Storage container.
+
+    Give exactly one credential: account_key, sas_token (a container SAS with read and list) or
+    connection_string. Left empty, it is read from CURATION_AZURE_ACCOUNT_KEY / _SAS_TOKEN /
+    _CONNECTION_STRING, or from the Prefect Secret block named in secret_block. account_url points the
+    same config at Azurite or a sovereign cloud.
+    """
+
+    kind: Literal["azure"] = "azure"
+    container_name: str
+    account_name: str | None = None
+    account_key: SecretStr | None = None
+    sas_token: SecretStr | None = None
+    connection_string: SecretStr | None = None
+    account_url: str | None = None
+    prefix: str | None = None
+    secret_block: str | None = Field(default=None, description="Prefect Secret block holding the account key")
+
+    def secrets(self) -> list[SecretStr]:
+        return [s for s in (self.account_key, self.sas_token, self.connection_string) if s is not None]
+
+    def with_env_credentials(self, settings: Settings) -> AzureStorageConfig:
+        """Fill a missing credential from the settings (environment); given ones win."""
+        if self.secrets():
+            return self
+        return self.model_copy(
+            update={
+                "account_key": settings.azure_account_key,
+                "sas_token": settings.azure_sas_token,
+                "connection_string": settings.azure_connection_string,
+            }
+        )
+
+
+StorageConfig = Annotated[LocalStorageConfig | AzureStorageConfig, Field(discriminator="kind")]
+
+
+class Storage(Protocol):
+    def list_blobs(self) -> Iterator[BlobInfo]: ...
+    def sign_url(self, name: str, expiry: datetime) -> str: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def descriptor(self) -> dict[str, Any]: ...
+
+
+class LocalStorage:
+    """A folder; URLs are file:// URIs, which only the embedded service may read."""
+
+    def __init__(self, config: LocalStorageConfig) -> None:
+        self.root = Path(config.path).expanduser().resolve()
+        self.prefix = config.prefix or ""
+        if not self.root.is_dir():
+            raise StorageError(f"local storage folder does not exist: {self.root}")
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            if path.is_file() and name.startswith(self.prefix) and not name.startswith("."):
+                yield BlobInfo(name=name, size=path.stat().st_size)
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"blob name escapes the storage folder: {name!r}")
+        return path
+
+    def sign_url(self, name: str, expiry: datetime) -> str:
+        return self._path(name).as_uri()
+
+    def read_bytes(self, name: str) -> bytes:
+        return self._path(name).read_bytes()
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"kind": "local", "path": str(self.root), "prefix": self.prefix or None}
+
+
+class AzureBlobStorage:
+    """A container, read with azure-storage-blob. The credential is used to list, read and sign only."""
+
+    def __init__(self, config: AzureStorageConfig) -> None:
+        from azure.storage.blob import BlobServiceClient, ContainerClient
+
+        given = config.secrets()
+        if len(given) != 1:
+            raise StorageError(
+                "Azure storage needs exactly one credential (account_key, sas_token or connection_string), "
+                f"got {len(given)}; set one, e.g. CURATION_AZURE_ACCOUNT_KEY"
+            )
+        self.config = config
+        self._secrets = given
+        try:
+            if config.connection_string is not None:
+                service = BlobServiceClient.from_connection_string(config.connection_string.get_secret_value())
+                self.account_name = service.account_name
+                self._key = service.credential.account_key
+                self.container = service.get_container_client(config.container_name)
+            else:
+                if not config.account_name and not config.account_url:
+                    raise StorageError("Azure storage needs account_name or account_url")
+                url = config.account_url or f"https://{config.account_name}.blob.core.windows.net"
+                credential: Any
+                if config.account_key is not None:
+                    self._key = config.account_key.get_secret_value()
+                    credential = {"account_name": config.account_name, "account_key": self._key}
+                else:
+                    self._key = None
+                    credential = config.sas_token.get_secret_value().lstrip("?")  # type: ignore[union-attr]
+                self.container = ContainerClient(url, config.container_name, credential=credential)
+                self.account_name = config.account_name or self.container.account_name
+        except StorageError:
+            raise
+        except Exception as exc:  # the SDK's messages can quote the credential: never pass them on raw
+            raise StorageError(f"cannot open Azure container {config.container_name!r}: {self._clean(exc)}") from None
+
+    def _clean(self, exc: BaseException) -> str:
+        return redact(f"{type(exc).__name__}: {exc}", self._secrets)
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        try:
+            for page in self.container.list_blobs(name_starts_with=self.config.prefix or None).by_page():
+                for blob in page:
+                    yield BlobInfo(name=blob.name, size=int(blob.size or 0))
+        except Exception as exc:
+            raise StorageError(f"cannot list container {self.config.container_name!r}: {self._clean(exc)}") from None
+
+    def sign_url(self, name: str, expiry: datetime) -> str:
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+        url = self.container.get_blob_client(name).url.split("?", 1)[0]
+        if self._key is None:  # a container SAS given by the user: reuse it, it cannot sign another
+            return f"{url}?{self.config.sas_token.get_secret_value().lstrip('?')}"  # type: ignore[union-attr]
+        token = generate_blob_sas(
+            account_name=self.account_name,
+            container_name=self.config.container_name,
+            blob_name=name,
+            account_key=self._key,
+            permission=BlobSasPermissions(read=True),
+            start=datetime.now(UTC) - timedelta(minutes=5),
+            expiry=expiry,
+        )
+        return f"{url}?{token}"
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.container.download_blob(name).readall()
+        except Exception as exc:
+            raise StorageError(f"cannot read blob {name!r}: {self._clean(exc)}") from None
+
+    def descriptor(self) -> dict[str, Any]:
+        return {
+            "kind": "azure",
+            "account_name": self.account_name,
+            "container_name": self.config.container_name,
+            "account_url": self.config.account_url,
+            "prefix": self.config.prefix,
+        }
+
+
+def open_storage(config: LocalStorageConfig | AzureStorageConfig, settings: Settings) -> Storage:
+    """The storage for a config; Azure credentials missing from the config come from the settings."""
+    if isinstance(config, LocalStorageConfig):
+        return LocalStorage(config)
+    return AzureBlobStorage(config.with_env_credentials(settings))
+
+
+def sas_expiry(settings: Settings, now: datetime | None = None) -> datetime:
+    """When signed URLs expire: long enough to cover the job, bounded by the setting."""
+    return (now or datetime.now(UTC)) + timedelta(minutes=settings.sas_expiry_minutes)

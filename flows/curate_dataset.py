@@ -1,0 +1,55 @@
+"""Flow `curate-dataset`: list, validate, register, sign, submit, make thumbnails, then track to the end."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from curation.pipeline import shards
+from curation.registry import DatasetType
+from curation.settings import get_settings
+from curation.storage import AzureStorageConfig, LocalStorageConfig
+from flows.track_curation import track_curation
+from tasks.curation_tasks import (
+    list_images,
+    make_thumbnails,
+    mark_failed,
+    register_dataset,
+    resolve_credentials,
+    sign_urls,
+    submit_job,
+)
+
+
+@flow(name="curate-dataset", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().thumbnail_workers))
+def curate_dataset(
+    name: str,
+    storage: Annotated[LocalStorageConfig | AzureStorageConfig, Field(discriminator="kind")],
+    dataset_type: DatasetType = DatasetType.USER,
+    wait_for_completion: bool = True,
+) -> str:
+    """Curate the images of a container or folder into a dataset; returns the dataset id."""
+    storage = resolve_credentials(storage)
+    report = list_images(storage)
+    record = register_dataset(name, storage, report, dataset_type)
+    try:
+        # Thumbnails start first and run while the service does inference.
+        futures = [
+            make_thumbnails.submit(storage, record.id, i, shard)
+            for i, shard in enumerate(shards(report.accepted, get_settings().shard_size))
+        ]
+        submit_job(record.id, sign_urls(storage, report.accepted))
+        done = wait(futures)
+        errors = [f.state.message for f in done.done if not f.state.is_completed()]
+        if errors:
+            raise RuntimeError(f"{len(errors)} thumbnail shard(s) failed: {errors[0]}")
+        if wait_for_completion:
+            track_curation(record.id, tracing=True)
+    except BaseException as exc:
+        mark_failed(record.id, f"{type(exc).__name__}: {exc}")
+        raise
+    return record.id

@@ -1,0 +1,94 @@
+"""Tasks of the curate-dataset and track-curation flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from curation import pipeline, registry
+from curation.client import JobStatus, connect
+from curation.registry import DatasetRecord, DatasetType
+from curation.settings import get_settings
+from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
+from curation.validation import ValidationReport
+
+StorageConfig = LocalStorageConfig | AzureStorageConfig
+# Inputs can carry credentials and outputs SAS URLs: never cache or persist them.
+PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def resolve_credentials(config: StorageConfig) -> StorageConfig:
+    """Fill Azure credentials from a Prefect Secret block when the config names one."""
+    if isinstance(config, AzureStorageConfig) and config.secret_block and not config.secrets():
+        from prefect.blocks.system import Secret
+        from pydantic import SecretStr
+
+        return config.model_copy(update={"account_key": SecretStr(str(Secret.load(config.secret_block).get()))})
+    return config
+
+
+@task(name="list-images", **PRIVATE)
+def list_images(config: StorageConfig) -> ValidationReport:
+    """List the storage and validate it: refuse a dataset of too few acceptable images."""
+    report = pipeline.list_and_validate(config, get_settings())
+    get_run_logger().info("listing: %s", report.summary())
+    return report
+
+
+@task(name="register-dataset", **PRIVATE)
+def register_dataset(name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType) -> DatasetRecord:
+    """Register the dataset as Processing."""
+    record = pipeline.register_dataset(name, config, report, get_settings(), dataset_type)
+    get_run_logger().info("registered dataset %s (%r)", record.id, record.name)
+    return record
+
+
+@task(name="sign-urls", **PRIVATE)
+def sign_urls(config: StorageConfig, blobs: list[BlobInfo]) -> list[dict[str, Any]]:
+    """Sign a read-only SAS URL per image."""
+    return pipeline.sign_items(config, get_settings(), blobs)
+
+
+@task(name="submit-job", retries=2, retry_delay_seconds=5, **PRIVATE)
+def submit_job(dataset_id: str, items: list[dict[str, Any]]) -> str:
+    """Submit the images to the inference service (idempotent per dataset)."""
+    settings = get_settings()
+    with connect(settings) as client:
+        job_id = pipeline.submit_images(client, dataset_id, items, settings)
+    get_run_logger().info("submitted %d images as job %s", len(items), job_id)
+    return job_id
+
+
+@task(name="make-thumbnails", retries=1, **PRIVATE)
+def make_thumbnails(config: StorageConfig, dataset_id: str, shard: int, blobs: list[BlobInfo]) -> int:
+    """Make one shard's thumbnails (decoding each image once) and record its file facts."""
+    return pipeline.make_thumbnail_shard(config, get_settings(), dataset_id, shard, blobs)
+
+
+@task(name="poll-job", **PRIVATE)
+def poll_job(dataset_id: str) -> JobStatus:
+    """One status request; transient failures are retried with backoff inside the client."""
+    settings = get_settings()
+    with connect(settings) as client:
+        status = pipeline.check_job(client, dataset_id, settings)
+    get_run_logger().info("job %s: %s, %d/%d done, %d failed", status.job_id, status.status, status.done, status.total, status.failed)
+    return status
+
+
+@task(name="write-results", retries=2, retry_delay_seconds=5, **PRIVATE)
+def write_results(dataset_id: str) -> DatasetRecord:
+    """Write files, metadata and embeddings Parquet, and mark the dataset Completed."""
+    settings = get_settings()
+    with connect(settings) as client:
+        record = pipeline.finish_dataset(client, dataset_id, settings)
+    get_run_logger().info("dataset %s Completed: %d processed, %d failed", dataset_id, record.counts.processed, record.counts.failed)
+    return record
+
+
+@task(name="mark-failed", **PRIVATE)
+def mark_failed(dataset_id: str, reason: str) -> DatasetRecord:
+    """Mark the dataset Failed with the reason."""
+    get_run_logger().error("dataset %s Failed: %s", dataset_id, reason)
+    return registry.mark_failed(get_settings().data_root, dataset_id, reason)
