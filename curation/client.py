@@ -132,6 +132,11 @@ class InferenceClient:
     def model_info(self) -> dict[str, Any]:
         return self._request("GET", "/healthz")
 
+    def check_access(self) -> dict[str, Any]:
+        """Raise AuthenticationError now if the key is wrong; returns the model info."""
+        self.usage()
+        return self.model_info()
+
 
 def connect(settings: Settings) -> InferenceClient:
     """A client for the configured service, or for the embedded one when no URL is set."""

@@ -44,9 +44,10 @@ class AzureStorageConfig(BaseModel):
     kind: Literal["azure"] = "azure"
     container_name: str
     account_name: str | None = None
-    account_key: SecretStr | None = None
-    sas_token: SecretStr | None = None
-    connection_string: SecretStr | None = None
+    # exclude=True: a secret never serialises, so it cannot land in Prefect's parameters or any JSON.
+    account_key: SecretStr | None = Field(default=None, exclude=True)
+    sas_token: SecretStr | None = Field(default=None, exclude=True)
+    connection_string: SecretStr | None = Field(default=None, exclude=True)
     account_url: str | None = None
     prefix: str | None = None
     secret_block: str | None = Field(default=None, description="Prefect Secret block holding the account key")

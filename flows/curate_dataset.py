@@ -15,6 +15,7 @@ from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, LocalStorageConfig
 from flows.track_curation import track_curation
 from tasks.curation_tasks import (
+    check_service,
     list_images,
     make_thumbnails,
     mark_failed,
@@ -35,6 +36,7 @@ def curate_dataset(
     """Curate the images of a container or folder into a dataset; returns the dataset id."""
     storage = resolve_credentials(storage)
     report = list_images(storage)
+    check_service()
     record = register_dataset(name, storage, report, dataset_type)
     try:
         # Thumbnails start first and run while the service does inference.

@@ -37,6 +37,15 @@ def list_images(config: StorageConfig) -> ValidationReport:
     return report
 
 
+@task(name="check-service", **PRIVATE)
+def check_service() -> str:
+    """Check the inference service answers and accepts our API key, before any dataset is registered."""
+    with connect(get_settings()) as client:
+        info = client.check_access()
+    get_run_logger().info("inference service ready: model %s", info.get("model"))
+    return str(info.get("model"))
+
+
 @task(name="register-dataset", **PRIVATE)
 def register_dataset(name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType) -> DatasetRecord:
     """Register the dataset as Processing."""

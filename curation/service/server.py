@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from pydantic import SecretStr
+from starlette.types import ASGIApp
 
 from curation.models.registry import load_backend
 from curation.service.app import create_app
@@ -28,9 +29,8 @@ class RunningService:
         self.thread.join(timeout=10)
 
 
-def start_in_thread(settings: Settings, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
-    """Serve the real app over real HTTP from a daemon thread, on a free port unless one is given."""
-    app = create_app(settings, load_backend(settings.model), api_keys=[api_key.get_secret_value()])
+def serve_in_thread(app: ASGIApp, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
+    """Serve an ASGI app over real HTTP from a daemon thread, on a free port unless one is given."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -40,9 +40,15 @@ def start_in_thread(settings: Settings, api_key: SecretStr, host: str = "127.0.0
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the embedded inference service did not start")
+            raise RuntimeError("the inference service did not start")
         time.sleep(0.02)
     return RunningService(f"http://{host}:{sock.getsockname()[1]}", api_key, server, thread)
+
+
+def start_in_thread(settings: Settings, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
+    """Serve the real service app, with the configured backend, from a daemon thread."""
+    app = create_app(settings, load_backend(settings.model), api_keys=[api_key.get_secret_value()])
+    return serve_in_thread(app, api_key, host, port)
 
 
 _embedded: RunningService | None = None
