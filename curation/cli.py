@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,7 +41,7 @@ def _track_with_progress(cr: Curation, dataset_id: str) -> str:
     return cr.tracing_curation_task(dataset_id, tracing=True)
 
 
-def _summary(cr: Curation, dataset_id: str) -> None:
+def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> None:
     record = cr.get_dataset(dataset_id)
     console.print(f"dataset [bold]{record.id}[/] {record.name!r}: [bold]{record.status.value}[/]", highlight=False)
     if record.failure_reason:
@@ -50,13 +51,17 @@ def _summary(cr: Curation, dataset_id: str) -> None:
     if record.status.value != "Completed":
         return
     from curation.export import load_results
+    from curation.summary import class_counts, labelled_counts
 
-    frame = load_results(cr.settings.data_root, dataset_id)
-    table = Table("category", "class", "images")
-    for category in ("time", "weather", "road", "location"):
-        counts = frame.group_by(category).len().sort("len", descending=True)
-        for value, n in counts.iter_rows():
-            table.add_row(category, value or "None", str(n))
+    counts = class_counts(load_results(cr.settings.data_root, dataset_id))
+    columns = ["category", "class", "images"]
+    if labels_csv is not None and labels_csv.exists():
+        labels = pl.read_csv(labels_csv, infer_schema=False)
+        counts = counts.join(labelled_counts(labels), on=["category", "class"], how="left")
+        columns.append("labelled")
+    table = Table(*columns, title="images per class (predicted)")
+    for row in counts.iter_rows():
+        table.add_row(*[str(v) for v in row])
     console.print(table)
 
 
@@ -103,9 +108,10 @@ def track(dataset_id: str, tracing: Annotated[bool, typer.Option(help="Poll unti
 @app.command("list")
 def list_datasets(type: Annotated[DatasetType | None, typer.Option(help="demo or user")] = None) -> None:
     """List datasets, newest first."""
-    table = Table("id", "name", "status", "type", "images", "created")
+    table = Table("name", "status", "type", "images", "created")
+    table.add_column("id", no_wrap=True, min_width=24)
     for r in Curation().list_datasets(type):
-        table.add_row(r.id, r.name, r.status.value, r.type.value, str(r.counts.accepted), r.created.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(r.name, r.status.value, r.type.value, str(r.counts.accepted), r.created.strftime("%Y-%m-%d %H:%M"), r.id)
     console.print(table)
 
 
@@ -137,15 +143,23 @@ def export(dataset_id: str, output: Annotated[Path, typer.Option("-o", "--output
 def demo(fresh: Annotated[bool, typer.Option(help="Curate again even if a demo dataset exists")] = False) -> None:
     """Generate the synthetic demo images and curate them as the demo dataset."""
     cr = Curation()
-    started = time.perf_counter()
     try:
+        started = time.perf_counter()
+        folder = cr.generate_demo_images()
+        generated = time.perf_counter()
         dataset_id = cr.demo(fresh=fresh)
+        finished = time.perf_counter()
     except KNOWN_ERRORS as exc:
         _fail(exc)
-    seconds = time.perf_counter() - started
-    _summary(cr, dataset_id)
+    _summary(cr, dataset_id, folder / "labels.csv")
     images = cr.get_dataset(dataset_id).counts.accepted
-    console.print(f"curated in {seconds:.1f} s ({images / seconds:.1f} images/s)", highlight=False)
+    seconds = finished - generated
+    console.print(
+        f"generated {images} demo images in {generated - started:.1f} s; curated them in {seconds:.1f} s "
+        f"({images / seconds:.1f} images/s, including Prefect's start-up)",
+        highlight=False,
+    )
+    console.print("open the viewer: panel serve dashboards/  (or: curation viewer)")
 
 
 @app.command()

@@ -89,11 +89,12 @@ def finish_dataset(client: InferenceClient, dataset_id: str, settings: Settings)
     status = client.job_status(record.job_id)
     info = client.model_info()
     counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
+    failed_all = written.images > 0 and written.failed == written.images
     return registry.update(
         settings.data_root,
         dataset_id,
-        status=Status.COMPLETED,
-        failure_reason=None,
+        status=Status.FAILED if failed_all else Status.COMPLETED,
+        failure_reason=f"all {written.images} images failed; first error: {written.first_error}" if failed_all else None,
         counts=counts,
         meta_model=info.get("model"),
         embedding_model=info.get("embedding_model") or record.embedding_model,

@@ -20,6 +20,7 @@ from curation.taxonomy import Taxonomy
 class WrittenCounts:
     images: int
     failed: int
+    first_error: str | None = None
 
 
 def _metadata_row(image_id: str, tags: dict[str, Any] | None, taxonomy: Taxonomy) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def write_results(paths: DatasetPaths, pages: Iterable[list[dict[str, Any]]], ta
     write_table(paths.metadata, rows_to_table(meta_rows, metadata_schema(taxonomy.categories)))
     write_embeddings(paths, ids, np.asarray(vectors, dtype=np.float32))
     write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
-    return WrittenCounts(images=len(files), failed=failed)
+    first_error = next((row["error"] for row in files if row["error"]), None)
+    return WrittenCounts(images=len(files), failed=failed, first_error=first_error)
 
 
 def write_embeddings(paths: DatasetPaths, ids: list[str], matrix: np.ndarray) -> None:

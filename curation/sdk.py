@@ -112,8 +112,20 @@ class Curation:
             write_text_atomic(Path(path), json.dumps(data, indent=2, default=str))
         return data
 
+    def generate_demo_images(self, count: int = 72) -> Path:
+        """Write the deterministic synthetic demo images (and labels.csv) under the data root.
+
+        Returns:
+            The folder holding the images.
+        """
+        from curation.demo import generate_demo_images
+
+        folder = Path(self.settings.data_root) / "demo-images"
+        generate_demo_images(folder, count=count)
+        return folder
+
     def demo(self, fresh: bool = False, count: int = 72) -> str:
-        """Generate the synthetic demo images and curate them as the demo dataset.
+        """Curate the synthetic demo images as the demo dataset (type demo: it cannot be deleted).
 
         Args:
             fresh: curate again even when a Completed demo dataset exists.
@@ -121,13 +133,12 @@ class Curation:
         Returns:
             The demo dataset's id.
         """
-        from curation.demo import generate_demo_images
-
         existing = [r for r in self.list_datasets(DatasetType.DEMO) if r.status == Status.COMPLETED]
         if existing and not fresh:
             return existing[0].id
         folder = Path(self.settings.data_root) / "demo-images"
-        generate_demo_images(folder, count=count)
+        if not (folder / "labels.csv").exists():
+            folder = self.generate_demo_images(count)
         return self.curate_dataset(
             "Demo: synthetic road scenes", LocalStorageConfig(path=folder), wait=True, dataset_type=DatasetType.DEMO
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, SecretStr
+from pydantic.json_schema import SkipJsonSchema
 
 from curation.secrets import redact
 from curation.settings import Settings
@@ -45,9 +46,10 @@ class AzureStorageConfig(BaseModel):
     container_name: str
     account_name: str | None = None
     # exclude=True: a secret never serialises, so it cannot land in Prefect's parameters or any JSON.
-    account_key: SecretStr | None = Field(default=None, exclude=True)
-    sas_token: SecretStr | None = Field(default=None, exclude=True)
-    connection_string: SecretStr | None = Field(default=None, exclude=True)
+    # SkipJsonSchema: the Prefect UI form shows no credential field.
+    account_key: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
+    sas_token: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
+    connection_string: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
     account_url: str | None = None
     prefix: str | None = None
     secret_block: str | None = Field(default=None, description="Prefect Secret block holding the account key")

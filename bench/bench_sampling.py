@@ -1,0 +1,170 @@
+"""Benchmark compute_sampling on synthetic datasets and print its fidelity against uniform random sampling.
+
+Usage: python bench/bench_sampling.py [--quick | --full]
+  default  100k, plus 1M when the machine has >= 10 GB available memory
+  --quick  100k only
+  --full   100k and 1M regardless of available memory
+Each size runs in its own subprocess so the peak RSS (ru_maxrss) is per size. Results: bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from curation.sampling import compute_sampling  # noqa: E402
+from curation.sampling_report import fidelity_report, format_fidelity  # noqa: E402
+
+DIM = 512
+CLUSTERS = 300
+LABELS = {  # realistic skew; None is a value
+    "time": (["day", "night", "dawn_dusk", None], [0.70, 0.18, 0.07, 0.05]),
+    "weather": (["clear", "cloudy", "rainy", "foggy", "snowy", None], [0.55, 0.25, 0.1, 0.03, 0.02, 0.05]),
+    "road": (["city", "highway", None], [0.6, 0.35, 0.05]),
+    "location": (["outside", "inside", None], [0.9, 0.07, 0.03]),
+}
+
+
+def synthetic(n: int, seed: int = 0, duplicate_share: float = 0.02) -> tuple[pl.DataFrame, np.ndarray]:
+    """Skewed labels, clustered float32 embeddings (Zipf cluster sizes), planted near-duplicate groups of 2-5."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, object] = {"image_id": [f"img{i:08d}" for i in range(n)]}
+    for category, (values, p) in LABELS.items():
+        codes = rng.choice(len(values), size=n, p=p)
+        columns[category] = pl.Series(category, values, dtype=pl.Utf8).gather(codes)
+    weights = 1.0 / np.arange(1, CLUSTERS + 1) ** 0.8
+    cluster = rng.choice(CLUSTERS, size=n, p=weights / weights.sum())
+    centres = rng.standard_normal((CLUSTERS, DIM), dtype=np.float32)
+    spread = rng.uniform(0.2, 0.6, size=CLUSTERS).astype(np.float32)
+    emb = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 50_000):
+        stop = min(n, start + 50_000)
+        noise = rng.standard_normal((stop - start, DIM), dtype=np.float32)
+        noise *= spread[cluster[start:stop], None]
+        emb[start:stop] = centres[cluster[start:stop]] + noise
+    group = np.full(n, -1, dtype=np.int64)
+    members = rng.permutation(n)[: int(n * duplicate_share)]
+    sizes = rng.integers(2, 6, size=len(members))
+    frame = pl.DataFrame(columns)
+    gid, i = 0, 0
+    rep_rows: list[int] = []
+    copy_rows: list[int] = []
+    while i < len(members):
+        head, k = members[i], int(sizes[i])
+        copies = members[i + 1 : i + k]
+        group[head] = gid
+        group[copies] = gid
+        rep_rows += [int(head)] * len(copies)
+        copy_rows += [int(c) for c in copies]
+        gid, i = gid + 1, i + k
+    reps, copies = np.array(rep_rows, dtype=np.int64), np.array(copy_rows, dtype=np.int64)
+    emb[copies] = emb[reps] + 0.01 * rng.standard_normal((len(copies), DIM), dtype=np.float32)
+    frame = frame.with_columns(
+        pl.Series("duplicate_group", group).set(pl.Series(group < 0), None),
+        pl.Series("quality_score", rng.uniform(0, 1, n), dtype=pl.Float64),
+    )
+    # copies carry the labels of their representative
+    labels = frame.select(list(LABELS))
+    patched = labels.with_row_index("row").join(
+        pl.DataFrame({"row": copies.astype(np.uint32), "src": reps.astype(np.uint32)}), on="row", how="left"
+    )
+    src = patched["src"].fill_null(patched["row"]).to_numpy()
+    frame = frame.with_columns(labels[src])
+    return frame, emb
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(n: int, with_report: bool) -> dict[str, object]:
+    t0 = time.perf_counter()
+    frame, emb = synthetic(n)
+    gen_s = time.perf_counter() - t0
+    before = current_rss_mb()
+    t0 = time.perf_counter()
+    sampling = compute_sampling(frame, emb, seed=0)
+    elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    random_s = compute_sampling(frame, None, seed=0, strategy="random")
+    random_elapsed = time.perf_counter() - t0
+    result: dict[str, object] = {
+        "n": n,
+        "dim": DIM,
+        "generate_s": round(gen_s, 2),
+        "compute_sampling_s": round(elapsed, 2),
+        "compute_random_s": round(random_elapsed, 3),
+        "rss_before_call_mb": round(before, 0),
+        "peak_rss_mb": round(rss_mb(), 0),
+        "strata": int(sampling["stratum"].n_unique()),
+    }
+    assert random_s.height == n
+    if with_report:
+        t0 = time.perf_counter()
+        report = fidelity_report(frame, emb, sampling, seeds=5)
+        result["fidelity_s"] = round(time.perf_counter() - t0, 1)
+        result["fidelity"] = report
+        print(format_fidelity(report))
+    return result
+
+
+def available_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024**2
+    return 0.0
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 2 and argv[1] == "--one":
+        print("JSON:" + json.dumps(run_one(int(argv[2]), with_report=argv[3] == "report")), flush=True)
+        return
+    sizes = [100_000]
+    if "--full" in argv or ("--quick" not in argv and available_gb() >= 10):
+        sizes.append(1_000_000)
+    results = []
+    for n in sizes:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", str(n), "report" if n == 100_000 else "none"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            print(proc.stdout, proc.stderr)
+            raise SystemExit(f"bench at n={n} failed")
+        for line in proc.stdout.splitlines():
+            if line.startswith("JSON:"):
+                results.append(json.loads(line[5:]))
+            else:
+                print(line)
+    print(f"\n{'n':>9} {'strata':>6} {'sampling s':>10} {'random s':>8} {'RSS before MB':>13} {'peak RSS MB':>11}")
+    for r in results:
+        print(
+            f"{r['n']:>9} {r['strata']:>6} {r['compute_sampling_s']:>10} {r['compute_random_s']:>8} "
+            f"{r['rss_before_call_mb']:>13} {r['peak_rss_mb']:>11}"
+        )
+    out = ROOT / "bench" / "results" / f"sampling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
