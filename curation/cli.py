@@ -182,6 +182,33 @@ def serve(
     uvicorn.run(api, host=host, port=port)
 
 
+@app.command()
+def evaluate(
+    images_dir: Path,
+    labels: Annotated[Path, typer.Option(help="CSV with columns file,time,weather,road,location")],
+    backend: Annotated[str, typer.Option(help="Model backend")] = "cpu",
+    fewshot: Annotated[int | None, typer.Option(help="Train a probe on K labelled images per class")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report as JSON")] = None,
+) -> None:
+    """Measure a backend's tags against labelled photographs: accuracy, macro-F1, confusion, coverage."""
+    import json
+
+    from curation.evaluate import evaluate_folder, format_report
+    from curation.models.registry import load_backend
+
+    for path in (images_dir, labels):
+        if not path.exists():
+            _fail(ValueError(f"no such file or folder: {path}"))
+    try:
+        report = evaluate_folder(images_dir, labels, load_backend(backend), fewshot=fewshot)
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+    console.print(format_report(report), highlight=False, markup=False)
+    target = output or Path(f"evaluation-{backend}.json")
+    target.write_text(json.dumps(report, indent=2, default=str))
+    console.print(f"wrote {target}")
+
+
 def main() -> None:
     app()
 

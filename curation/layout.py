@@ -1,20 +1,104 @@
-"""A 3D layout of the embedding space for the embedding view."""
+"""A 3D layout of the embedding space for the embedding view.
+
+Small sets (fewer than UMAP_MIN_POINTS) are projected with PCA: UMAP needs a neighbourhood graph worth the name.
+Larger sets go through UMAP (umap-learn, n_components=3, random_state=seed, so it runs single-threaded and is
+reproducible). To keep 100k images within minutes on two cores:
+
+1. embeddings are L2-normalised and reduced to PCA_DIM (50) dimensions with a seeded randomized PCA fitted on at
+   most UMAP_FIT_MAX rows (neighbourhoods survive this; it makes UMAP's neighbour search ~10x cheaper);
+2. UMAP is fitted on a seeded random subsample of at most UMAP_FIT_MAX (20,000) rows;
+3. the remaining rows are placed with `UMAP.transform` (their neighbours among the fitted rows, then a short
+   optimisation with the fitted rows held fixed), in the same coordinate frame.
+
+The result is centred and divided by its largest absolute coordinate, so every value lies in [-1, 1].
+Nothing here downloads anything.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+UMAP_MIN_POINTS = 200  # below this, PCA
+UMAP_FIT_MAX = 20_000  # UMAP is fitted on at most this many rows; the rest are transformed
+PCA_DIM = 50  # embeddings are reduced to this many dimensions before UMAP
+UMAP_NEIGHBORS = 15
+UMAP_MIN_DIST = 0.1
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def _scaled(coords: np.ndarray) -> np.ndarray:
+    centred = coords - coords.mean(axis=0, keepdims=True)
+    scale = float(np.abs(centred).max()) or 1.0
+    return (centred / scale).astype(np.float32)
+
+
+def _pca(x: np.ndarray, n_components: int, seed: int, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    k = min(n_components, x.shape[0], x.shape[1])
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(x.shape) else "full", random_state=seed)
+    pca.fit(x if fit_rows is None else x[fit_rows])
+    return pca.transform(x).astype(np.float32)
+
+
+def _umap(x: np.ndarray, seed: int) -> np.ndarray:
+    import umap  # umap-learn; imported lazily: numba start-up costs seconds
+
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, size=UMAP_FIT_MAX, replace=False)) if n > UMAP_FIT_MAX else np.arange(n)
+    if x.shape[1] > PCA_DIM:
+        x = _pca(x, PCA_DIM, seed, fit_rows)
+    reducer = umap.UMAP(
+        n_components=3,
+        n_neighbors=UMAP_NEIGHBORS,
+        min_dist=UMAP_MIN_DIST,
+        metric="euclidean",
+        random_state=seed,
+        transform_seed=seed,
+        n_jobs=1,  # a fixed random_state forces one thread anyway; saying so silences umap's warning
+        low_memory=True,
+    )
+    out = np.empty((n, 3), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba/umap chatter (e.g. about spectral init on tiny components)
+        out[fit_rows] = reducer.fit_transform(x[fit_rows])
+        if len(fit_rows) < n:
+            rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
+            out[rest] = reducer.transform(x[rest])
+    return out
 
 
 def layout_3d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Project embeddings (n, d) to (n, 3) float32 with PCA, scaled to roughly [-1, 1]."""
-    from sklearn.decomposition import PCA
+    """Project embeddings (n, d) to (n, 3) float32 coordinates in [-1, 1]; deterministic for a fixed seed.
 
-    n, d = embeddings.shape
+    Args:
+        embeddings: one row per image. Rows that are not finite (a failed embedding) are placed at the origin.
+        seed: seeds PCA, the UMAP subsample and UMAP itself.
+
+    Returns:
+        float32 array of shape (n, 3). PCA for n < UMAP_MIN_POINTS, UMAP otherwise (see the module docstring).
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    n = x.shape[0]
     out = np.zeros((n, 3), dtype=np.float32)
-    if n < 2:
+    valid = np.isfinite(x).all(axis=1) if x.ndim == 2 and x.shape[1] else np.zeros(n, dtype=bool)
+    m = int(valid.sum())
+    if m < 2:
         return out
-    k = min(3, n, d)
-    coords = PCA(n_components=k, random_state=seed).fit_transform(embeddings.astype(np.float32))
-    scale = np.abs(coords).max() or 1.0
-    out[:, :k] = coords / scale
+    xv = _unit_rows(x[valid])
+    if m < UMAP_MIN_POINTS:
+        coords = _pca(xv, 3, seed)
+        padded = np.zeros((m, 3), dtype=np.float32)
+        padded[:, : coords.shape[1]] = coords
+        coords = padded
+    else:
+        coords = _umap(xv, seed)
+    out[valid] = _scaled(coords)
     return out
