@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -183,6 +184,39 @@ def serve(
 
 
 @app.command()
+def sample(
+    dataset_id: str,
+    fraction: Annotated[float, typer.Option(help="Share to keep: 0.2, 0.4, 0.6, 0.8 or 1.0")] = 0.2,
+    seed: Annotated[int | None, typer.Option(help="Recompute the order with this seed")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Recompute with stratified or random")] = None,
+    save: Annotated[bool, typer.Option(help="Save the sample as a new dataset")] = False,
+    name: Annotated[str | None, typer.Option(help="Name of the saved dataset")] = None,
+) -> None:
+    """Show a sample of a dataset and its fidelity against random sampling; --save registers it as a dataset."""
+    from curation.paths import dataset_paths
+    from curation.sampling_report import format_fidelity
+
+    if not 0 < fraction <= 1:
+        _fail(ValueError(f"--fraction must be in (0, 1], got {fraction}"))
+    cr = Curation()
+    try:
+        paths = dataset_paths(cr.settings.data_root, dataset_id)
+        if seed is not None or strategy is not None or not paths.sampling_report.exists():
+            report = cr.sample_dataset(dataset_id, seed=seed or 0, strategy=strategy or "stratified")
+        else:
+            report = json.loads(paths.sampling_report.read_text())
+        ids = cr.sample_ids(dataset_id, fraction)
+        console.print(format_fidelity(report), highlight=False, markup=False)
+        console.print(f"sample at {fraction:.0%}: {len(ids)} of {report['images']} images", highlight=False)
+        if save:
+            source = cr.get_dataset(dataset_id)
+            new_id = cr.save_subset(dataset_id, name or f"{source.name} ({fraction:.0%} sample)", fraction)
+            console.print(f"saved as dataset [bold]{new_id}[/]")
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+
+
+@app.command()
 def evaluate(
     images_dir: Path,
     labels: Annotated[Path, typer.Option(help="CSV with columns file,time,weather,road,location")],
@@ -191,7 +225,6 @@ def evaluate(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report as JSON")] = None,
 ) -> None:
     """Measure a backend's tags against labelled photographs: accuracy, macro-F1, confusion, coverage."""
-    import json
 
     from curation.evaluate import evaluate_folder, format_report
     from curation.models.registry import load_backend

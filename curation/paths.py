@@ -40,6 +40,10 @@ class DatasetPaths:
         return self.dir / "sampling.parquet"
 
     @property
+    def sampling_report(self) -> Path:
+        return self.dir / "sampling-report.json"
+
+    @property
     def selection(self) -> Path:
         return self.dir / "selection.json"
 

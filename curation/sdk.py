@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from curation import registry
+from curation import registry, subsets
 from curation.atomic import write_text_atomic
 from curation.client import JobStatus, connect
 from curation.export import results_json
@@ -111,6 +111,44 @@ class Curation:
         if path is not None:
             write_text_atomic(Path(path), json.dumps(data, indent=2, default=str))
         return data
+
+    def sample_dataset(self, dataset_id: str, seed: int = 0, strategy: str = "stratified") -> dict[str, Any]:
+        """(Re)compute the dataset's sampling order with the `sample-dataset` flow.
+
+        Args:
+            dataset_id: a Completed dataset.
+            seed: the order's seed; the same inputs and seed give the same order.
+            strategy: "stratified" (joint strata, diverse inside) or "random".
+        Returns:
+            The fidelity report per 20% step, side by side with uniform random sampling.
+        """
+        from flows.sample_dataset import sample_dataset
+
+        self._require_completed(dataset_id)
+        with use_settings(self.settings):
+            return sample_dataset(dataset_id, seed=seed, strategy=strategy)
+
+    def sample_ids(self, dataset_id: str, fraction: float, filters: dict[str, list[str | None]] | None = None) -> list[str]:
+        """Image ids in the sample at `fraction` (0.2, 0.4, ...), restricted by tag filters.
+
+        Args:
+            fraction: share of the dataset to keep; every fraction is a prefix of the stored order.
+            filters: category -> accepted values (None selects the None tag); OR within, AND across.
+        """
+        self._require_completed(dataset_id)
+        return subsets.selected_ids(self.settings.data_root, dataset_id, fraction, filters)
+
+    def save_subset(
+        self, dataset_id: str, name: str, fraction: float = 1.0, filters: dict[str, list[str | None]] | None = None
+    ) -> str:
+        """Save a selection as a new dataset whose original is `dataset_id`; returns its id."""
+        self._require_completed(dataset_id)
+        return subsets.save_subset(self.settings.data_root, dataset_id, name, fraction, filters).id
+
+    def _require_completed(self, dataset_id: str) -> None:
+        record = self.get_dataset(dataset_id)
+        if record.status != Status.COMPLETED:
+            raise ValueError(f"dataset {dataset_id} is {record.status.value}; only Completed datasets can be sampled")
 
     def generate_demo_images(self, count: int = 72) -> Path:
         """Write the deterministic synthetic demo images (and labels.csv) under the data root.

@@ -10,12 +10,13 @@ from curation import registry
 from curation.client import ServiceError
 from curation.registry import Status
 from curation.settings import get_settings
+from flows.sample_dataset import sample_dataset
 from tasks.curation_tasks import mark_failed, poll_job, write_results
 
 
 @flow(name="track-curation", log_prints=False)
 def track_curation(dataset_id: str, tracing: bool = True) -> str:
-    """Poll the dataset's job (every CURATION_POLL_INTERVAL_S) until it ends; returns the dataset status."""
+    """Poll the dataset's job until it ends, write its results and sampling order; returns the dataset status."""
     settings = get_settings()
     record = registry.load(settings.data_root, dataset_id)
     if record.status != Status.PROCESSING:
@@ -27,7 +28,10 @@ def track_curation(dataset_id: str, tracing: bool = True) -> str:
             mark_failed(dataset_id, f"inference service unavailable: {exc}")
             return Status.FAILED.value
         if status.status == "Completed":
-            return write_results(dataset_id).status.value
+            record = write_results(dataset_id)
+            if record.status == Status.COMPLETED:
+                sample_dataset(dataset_id)
+            return record.status.value
         if status.status == "Failed":
             mark_failed(dataset_id, f"inference job {status.job_id} failed: {status.reason or 'no reason given'}")
             return Status.FAILED.value

@@ -1,0 +1,125 @@
+"""Quality signals and flags on images generated in code."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from curation.quality import FLAGS, image_signals, phash, quality_flags, quality_score
+
+
+def scene(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A sharp, colourful test scene: random coloured blocks, a sky gradient and some noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    blocks = rng.integers(30, 225, (h // 24 + 1, w // 24 + 1, 3))
+    pixels = np.kron(blocks, np.ones((24, 24, 1)))[:h, :w].astype(np.float64)
+    pixels[: h // 3] = np.linspace(90, 200, w)[None, :, None] * np.array([0.6, 0.8, 1.0])
+    pixels += rng.normal(0, 6, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def reencoded(img: Image.Image, scale: float = 0.75, quality: int = 70) -> Image.Image:
+    w, h = img.size
+    buf = io.BytesIO()
+    img.resize((int(w * scale), int(h * scale)), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def flags_of(img: Image.Image, size: tuple[int, int] | None = None) -> list[str]:
+    w, h = size or img.size
+    return quality_flags(image_signals(img, w, h), w, h)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin((a ^ b) & (2**64 - 1)).count("1")
+
+
+def test_signals_are_plain_numbers_in_range():
+    s = image_signals(scene(), 640, 480)
+    assert 0 <= s["brightness"] <= 1 and 0 <= s["contrast"] <= 1 and 0 <= s["entropy"] <= 8
+    assert isinstance(s["phash"], int) and -(2**63) <= s["phash"] < 2**63
+    assert all(isinstance(v, float) for k, v in s.items() if k != "phash")
+
+
+def test_sharp_scene_has_no_flags():
+    assert flags_of(scene()) == []
+
+
+def test_gaussian_blur_is_blurry_and_the_original_is_not():
+    sharp = scene(1)
+    blurred = sharp.filter(ImageFilter.GaussianBlur(4))
+    assert "blurry" in flags_of(blurred)
+    assert "blurry" not in flags_of(sharp)
+    assert quality_score(image_signals(sharp, 640, 480)) > quality_score(image_signals(blurred, 640, 480))
+
+
+def test_signals_do_not_depend_on_the_decoded_scale():
+    """Draft mode may hand us a 1/2 or 1/4 scale decode: flags and hash must not change."""
+    big = scene(2, (1600, 1200))
+    for reduced in (big, big.reduce(2), big.reduce(4)):
+        s = image_signals(reduced, 1600, 1200)
+        assert quality_flags(s, 1600, 1200) == []
+        assert hamming(s["phash"], phash(big)) <= 2
+        assert abs(s["brightness"] - image_signals(big, 1600, 1200)["brightness"]) < 0.01
+    blurred = big.filter(ImageFilter.GaussianBlur(8))
+    assert "blurry" in flags_of(blurred.reduce(4), (1600, 1200))
+
+
+def test_black_is_dark_and_white_is_overexposed():
+    black = Image.new("RGB", (320, 240), (0, 0, 0))
+    white = Image.new("RGB", (320, 240), (255, 255, 255))
+    assert "dark" in flags_of(black) and "overexposed" not in flags_of(black)
+    assert "overexposed" in flags_of(white) and "dark" not in flags_of(white)
+    assert "low_information" in flags_of(black)  # a constant image carries no information
+    assert "blurry" not in flags_of(black)  # nor is it "blurry": the other flags say what is wrong
+
+
+def test_dim_but_lit_night_scene_is_not_dark():
+    night = np.asarray(scene(3), dtype=np.float64) * 0.15
+    night[200:230, 300:340] = 250  # a street lamp
+    assert "dark" not in flags_of(Image.fromarray(night.astype(np.uint8)))
+
+
+def test_grayscale_is_detected_even_after_jpeg():
+    grey = reencoded(scene(4).convert("L").convert("RGB"), scale=1.0, quality=80)
+    assert "grayscale" in flags_of(grey)
+    assert "grayscale" not in flags_of(scene(4))
+
+
+def test_odd_aspect_ratio_and_odd_size():
+    strip = scene(5, (4000, 100))
+    assert "odd_aspect_ratio" in flags_of(strip)
+    assert "odd_aspect_ratio" not in flags_of(scene(5, (1280, 720)))
+    assert "odd_size" in flags_of(scene(6, (40, 30)))
+    s = image_signals(scene(7), 640, 480)
+    assert "odd_size" not in quality_flags(s, 640, 480, typical_side=600)
+    assert "odd_size" in quality_flags(s, 640, 480, typical_side=8000)
+
+
+def test_low_information_flat_image():
+    rng = np.random.default_rng(8)
+    flat = np.full((240, 320, 3), 120.0) + rng.normal(0, 0.6, (240, 320, 3))
+    assert "low_information" in flags_of(Image.fromarray(np.clip(flat, 0, 255).astype(np.uint8)))
+
+
+def test_flags_are_known_and_ordered():
+    flags = flags_of(Image.new("RGB", (4000, 30), (0, 0, 0)))
+    assert set(flags) <= set(FLAGS)
+    assert flags == [f for f in FLAGS if f in flags]
+
+
+def test_phash_tolerates_reencoding_but_tells_scenes_apart():
+    a = scene(9)
+    assert hamming(phash(a), phash(reencoded(a))) <= 4
+    assert min(hamming(phash(a), phash(scene(seed))) for seed in range(10, 20)) > 8
+
+
+def test_quality_score_prefers_the_larger_original():
+    original = scene(10, (1280, 960))
+    copy = reencoded(original, scale=0.5)
+    s_original = image_signals(original, 1280, 960)
+    s_copy = image_signals(copy, *copy.size)
+    assert 0 <= quality_score(s_copy) < quality_score(s_original) <= 1
