@@ -75,6 +75,7 @@ def curate(
     prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
     wait: Annotated[bool, typer.Option(help="Track the job to its end")] = True,
+    resume: Annotated[str | None, typer.Option(help="Finish an unfinished dataset with this id")] = None,
 ) -> None:
     """Curate a container (credentials from CURATION_AZURE_ACCOUNT_KEY, _SAS_TOKEN or _CONNECTION_STRING) or a folder."""
     if (container is None) == (local is None):
@@ -86,7 +87,7 @@ def curate(
     )
     cr = Curation()
     try:
-        dataset_id = cr.curate_dataset(name, config)
+        dataset_id = cr.curate_dataset(name, config, resume=resume)
         console.print(f"dataset id: [bold]{dataset_id}[/]")
         if wait:
             _track_with_progress(cr, dataset_id)
@@ -114,6 +115,18 @@ def list_datasets(type: Annotated[DatasetType | None, typer.Option(help="demo or
     for r in Curation().list_datasets(type):
         table.add_row(r.name, r.status.value, r.type.value, str(r.counts.accepted), r.created.strftime("%Y-%m-%d %H:%M"), r.id)
     console.print(table)
+
+
+@app.command()
+def stale(
+    older_than_hours: Annotated[float, typer.Option(help="Hours without progress")] = 6.0,
+    mark_failed: Annotated[bool, typer.Option(help="Mark them Failed")] = False,
+) -> None:
+    """List datasets stuck in Processing (a killed run, a lost job); --mark-failed marks them Failed."""
+    found = Curation().stale_datasets(older_than_hours, mark_failed)
+    for r in found:
+        console.print(f"{r.id} {r.name!r} {r.status.value} (last update {r.updated:%Y-%m-%d %H:%M} UTC)", highlight=False)
+    console.print(f"{len(found)} stale dataset(s)")
 
 
 @app.command()

@@ -52,6 +52,11 @@ class DatasetPaths:
         """Per-shard intermediate files, so an interrupted run resumes without redoing shards."""
         return self.dir / "work"
 
+    @property
+    def listing(self) -> Path:
+        """The accepted blobs (name, size) as registered, so a resumed run needs no new listing."""
+        return self.work / "listing.parquet"
+
     def thumbnail_shard(self, shard: int) -> Path:
         return self.work / f"thumbnails-{shard:05d}.parquet"
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from curation import registry
 from curation.client import InferenceClient, JobStatus
 from curation.ids import image_id_for
@@ -33,9 +36,26 @@ def register_dataset(
     """Register a Processing dataset; its storage descriptor holds no secret."""
     storage = open_storage(config, settings)
     counts = Counts(found=report.found, accepted=len(report.accepted), rejected=report.rejected)
-    return registry.register(
-        settings.data_root, name, type=dataset_type, storage=storage.descriptor(), counts=counts
-    )
+    record = registry.register(settings.data_root, name, type=dataset_type, storage=storage.descriptor(), counts=counts)
+    listing = pa.table({"name": [b.name for b in report.accepted], "size": [b.size for b in report.accepted]})
+    write_table(dataset_paths(settings.data_root, record.id).listing, listing)
+    return record
+
+
+def resume_dataset(dataset_id: str, config: StorageConfig, settings: Settings) -> tuple[DatasetRecord, list[BlobInfo]]:
+    """Reopen an unfinished dataset: its record and registered listing; refuses another storage or a done dataset."""
+    record = registry.load(settings.data_root, dataset_id)
+    if record.status == Status.COMPLETED:
+        raise ValueError(f"dataset {dataset_id} is already Completed; nothing to resume")
+    described = open_storage(config, settings).descriptor()
+    if any(described.get(k) != record.storage.get(k) for k in ("kind", "container_name", "path", "prefix")):
+        raise ValueError(f"dataset {dataset_id} was curated from other storage: {record.storage}")
+    paths = dataset_paths(settings.data_root, dataset_id)
+    if not paths.listing.exists():
+        raise ValueError(f"dataset {dataset_id} has no registered listing to resume from; curate it again")
+    listing = pq.read_table(paths.listing).to_pylist()
+    record = registry.update(settings.data_root, dataset_id, status=Status.PROCESSING, failure_reason=None)
+    return record, [BlobInfo(row["name"], row["size"]) for row in listing]
 
 
 def shards(blobs: list[BlobInfo], size: int) -> list[list[BlobInfo]]:
@@ -73,11 +93,15 @@ def make_thumbnail_shard(
 
 
 def check_job(client: InferenceClient, dataset_id: str, settings: Settings) -> JobStatus:
-    """One status request for the dataset's job."""
+    """One status request for the dataset's job; the record's progress and `updated` stamp follow it."""
     record = registry.load(settings.data_root, dataset_id)
     if record.job_id is None:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
-    return client.job_status(record.job_id)
+    status = client.job_status(record.job_id)
+    if record.status == Status.PROCESSING:
+        counts = record.counts.model_copy(update={"processed": status.done - status.failed, "failed": status.failed})
+        registry.update(settings.data_root, dataset_id, counts=counts)
+    return status
 
 
 def finish_dataset(client: InferenceClient, dataset_id: str, settings: Settings) -> DatasetRecord:

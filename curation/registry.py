@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,12 @@ def list_records(root: Path) -> list[DatasetRecord]:
                 except ValueError:
                     continue
     return sorted(records, key=lambda r: r.created, reverse=True)
+
+
+def stale(root: Path, older_than: timedelta) -> list[DatasetRecord]:
+    """Datasets still Processing whose record has not been touched for `older_than` (tracking touches it)."""
+    cutoff = _now() - older_than
+    return [r for r in list_records(root) if r.status == Status.PROCESSING and r.updated < cutoff]
 
 
 def delete(root: Path, dataset_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Curation:
         storage_config: LocalStorageConfig | AzureStorageConfig,
         wait: bool = False,
         dataset_type: DatasetType = DatasetType.USER,
+        resume: str | None = None,
     ) -> str:
         """Start curating a container or folder.
 
@@ -59,6 +61,7 @@ class Curation:
             storage_config: where the images are.
             wait: also track the job to its end (otherwise call `tracing_curation_task`).
             dataset_type: user, or demo for the undeletable demo dataset.
+            resume: the id of an unfinished dataset to finish (finished thumbnail shards are not redone).
         Returns:
             The new dataset id (24 hex characters).
         Raises:
@@ -67,7 +70,7 @@ class Curation:
         from flows.curate_dataset import curate_dataset
 
         with use_settings(self.settings):
-            return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait)
+            return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
 
     def tracing_curation_task(self, dataset_id: str, tracing: bool = True) -> str:
         """Track a dataset's job; with tracing, poll every `poll_interval_s` until Completed or Failed.
@@ -96,6 +99,19 @@ class Curation:
         """All datasets, newest first, optionally of one type."""
         records = registry.list_records(self.settings.data_root)
         return [r for r in records if dataset_type is None or r.type == dataset_type]
+
+    def stale_datasets(self, older_than_hours: float = 6.0, mark_failed: bool = False) -> list[DatasetRecord]:
+        """Datasets left Processing with no progress for `older_than_hours` (a killed run, a lost job).
+
+        Args:
+            older_than_hours: how long without a record update counts as stale.
+            mark_failed: also mark them Failed, with the reason, so they can be resumed or deleted.
+        """
+        found = registry.stale(self.settings.data_root, timedelta(hours=older_than_hours))
+        if mark_failed:
+            reason = f"stale: no progress for more than {older_than_hours:g} h (resume it with resume=<id>)"
+            found = [registry.mark_failed(self.settings.data_root, r.id, reason) for r in found]
+        return found
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Erase a dataset and its results. Raises DemoDatasetProtected for the demo dataset."""

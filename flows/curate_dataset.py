@@ -20,6 +20,7 @@ from tasks.curation_tasks import (
     make_thumbnails,
     mark_failed,
     register_dataset,
+    reopen_dataset,
     resolve_credentials,
     sign_urls,
     submit_job,
@@ -28,23 +29,31 @@ from tasks.curation_tasks import (
 
 @flow(name="curate-dataset", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().thumbnail_workers))
 def curate_dataset(
-    name: str,
-    storage: Annotated[LocalStorageConfig | AzureStorageConfig, Field(discriminator="kind")],
-    dataset_type: DatasetType = DatasetType.USER,
-    wait_for_completion: bool = True,
+    name: Annotated[str, Field(description="Display name of the new dataset")],
+    storage: Annotated[
+        LocalStorageConfig | AzureStorageConfig,
+        Field(discriminator="kind", description="Where the images are; credentials come from the environment or a block"),
+    ],
+    dataset_type: Annotated[DatasetType, Field(description="user, or demo for the undeletable demo dataset")] = DatasetType.USER,
+    wait_for_completion: Annotated[bool, Field(description="Track the inference job to its end")] = True,
+    resume: Annotated[str | None, Field(description="Id of an unfinished dataset to finish instead of a new one")] = None,
 ) -> str:
     """Curate the images of a container or folder into a dataset; returns the dataset id."""
     storage = resolve_credentials(storage)
-    report = list_images(storage)
-    check_service()
-    record = register_dataset(name, storage, report, dataset_type)
+    if resume:
+        record, accepted = reopen_dataset(resume, storage)
+        check_service()
+    else:
+        report = list_images(storage)
+        check_service()
+        record, accepted = register_dataset(name, storage, report, dataset_type), report.accepted
     try:
-        # Thumbnails start first and run while the service does inference.
+        # Thumbnails start first and run while the service does inference; finished shards are not redone.
         futures = [
             make_thumbnails.submit(storage, record.id, i, shard)
-            for i, shard in enumerate(shards(report.accepted, get_settings().shard_size))
+            for i, shard in enumerate(shards(accepted, get_settings().shard_size))
         ]
-        submit_job(record.id, sign_urls(storage, report.accepted))
+        submit_job(record.id, sign_urls(storage, accepted))
         done = wait(futures)
         errors = [f.state.message for f in done.done if not f.state.is_completed()]
         if errors:

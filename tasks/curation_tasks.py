@@ -54,6 +54,14 @@ def register_dataset(name: str, config: StorageConfig, report: ValidationReport,
     return record
 
 
+@task(name="reopen-dataset", **PRIVATE)
+def reopen_dataset(dataset_id: str, config: StorageConfig) -> tuple[DatasetRecord, list[BlobInfo]]:
+    """Reopen an unfinished dataset to resume it from its registered listing."""
+    record, accepted = pipeline.resume_dataset(dataset_id, config, get_settings())
+    get_run_logger().info("resuming dataset %s: %d images", dataset_id, len(accepted))
+    return record, accepted
+
+
 @task(name="sign-urls", **PRIVATE)
 def sign_urls(config: StorageConfig, blobs: list[BlobInfo]) -> list[dict[str, Any]]:
     """Sign a read-only SAS URL per image."""
