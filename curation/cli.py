@@ -190,8 +190,8 @@ def serve(
 
     settings = get_settings()
     try:
-        api = create_app(settings, load_backend(settings.model))
-    except RuntimeError as exc:
+        api = create_app(settings, load_backend(settings.model, settings))
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     uvicorn.run(api, host=host, port=port)
 
@@ -230,6 +230,26 @@ def sample(
 
 
 @app.command()
+def teach(
+    dataset_id: str,
+    labels: Annotated[Path, typer.Argument(help="CSV: file (blob name or image id) plus time/weather/road/location")],
+) -> None:
+    """Fit a linear probe per category on a few labelled images and re-tag the whole dataset from its embeddings."""
+    try:
+        summary = Curation().teach(dataset_id, labels)
+    except (*KNOWN_ERRORS, FileNotFoundError) as exc:
+        _fail(exc)
+    table = Table("category", "classes", "labelled", "training accuracy")
+    for category, info in summary["categories"].items():
+        labelled = ", ".join(f"{k} {v}" for k, v in info["labelled"].items())
+        table.add_row(category, ", ".join(info["classes"]), labelled, f"{info['train_accuracy']:.2f}")
+    console.print(table)
+    for category, reason in summary.get("skipped", {}).items():
+        console.print(f"skipped {category}: {reason}", highlight=False)
+    console.print(f"dataset {dataset_id} re-tagged as {summary['meta_model']}", highlight=False)
+
+
+@app.command()
 def evaluate(
     images_dir: Path,
     labels: Annotated[Path, typer.Option(help="CSV with columns file,time,weather,road,location")],
@@ -247,7 +267,7 @@ def evaluate(
             _fail(ValueError(f"no such file or folder: {path}"))
     try:
         report = evaluate_folder(images_dir, labels, load_backend(backend), fewshot=fewshot)
-    except KNOWN_ERRORS as exc:
+    except (*KNOWN_ERRORS, FileNotFoundError) as exc:
         _fail(exc)
     console.print(format_report(report), highlight=False, markup=False)
     target = output or Path(f"evaluation-{backend}.json")

@@ -166,6 +166,22 @@ class Curation:
         if record.status != Status.COMPLETED:
             raise ValueError(f"dataset {dataset_id} is {record.status.value}; only Completed datasets can be sampled")
 
+    def teach(self, dataset_id: str, labels_csv: str | Path) -> dict[str, Any]:
+        """Teach by example: fit a linear probe per category on labelled images, re-tag the whole dataset.
+
+        Args:
+            dataset_id: a Completed dataset (any backend: the probe uses its stored embeddings).
+            labels_csv: `file` (blob name or image id) plus any of time, weather, road, location.
+        Returns:
+            A summary per category (classes, labelled counts, training accuracy) and the new meta-model version.
+        """
+        from curation.teach import teach
+
+        self._require_completed(dataset_id)
+        summary = teach(self.settings.data_root, dataset_id, Path(labels_csv))
+        subsets.sample_dataset(self.settings.data_root, dataset_id)  # strata follow the new tags
+        return summary
+
     def generate_demo_images(self, count: int = 72) -> Path:
         """Write the deterministic synthetic demo images (and labels.csv) under the data root.
 

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     # Inference service. None means the embedded service, started in-process on a loopback port.
     service_url: str | None = None
     api_key: SecretStr | None = None
-    model: str = "cpu"
+    model: str = "cpu"  # cpu (weight-free default) or clip
+    clip_weights: Path | None = None  # local open_clip checkpoint; never downloaded at run time
+    clip_model: str = "ViT-B-32"
 
     # Tracking: poll interval, and how long transient failures may last before the run is Failed.
     poll_interval_s: float = 5.0

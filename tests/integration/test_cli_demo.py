@@ -77,8 +77,20 @@ def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
     images = json.loads((tmp_path / "out.json").read_text())["images"]
     assert len(images) == 72 and set(images[0]["tags"]) == {"time", "weather", "road", "location"}
 
+    # teach by example: 4 labelled demo images per time class re-tag the whole dataset from stored embeddings
+    labels = pl.read_csv(tmp_path / "data" / "demo-images" / "labels.csv").group_by("time", maintain_order=True).head(4)
+    labels.select("file", "time").write_csv(tmp_path / "teach.csv")
+    taught = cli.invoke(["teach", record["id"], str(tmp_path / "teach.csv")])
+    assert taught.exit_code == 0, taught.output
+    assert "re-tagged as cpu-rules-v1+probe-v1" in taught.output
+    assert json.loads(record_file.read_text())["meta_model"] == "cpu-rules-v1+probe-v1"
+
+    sampled = cli.invoke(["sample", record["id"], "--fraction", "0.4", "--save"])
+    assert sampled.exit_code == 0, sampled.output
+    assert "sample at 40%: 29 of 72 images" in sampled.output and "saved as dataset" in sampled.output
+
     again = cli.invoke(["demo"])  # a second run reuses the Completed demo dataset
-    assert again.exit_code == 0 and len(list((tmp_path / "data" / "datasets").iterdir())) == 1
+    assert again.exit_code == 0 and len(list((tmp_path / "data" / "datasets").iterdir())) == 2  # demo + saved sample
 
 
 def test_curate_too_few_images_is_a_clear_error(cli, tmp_path):
