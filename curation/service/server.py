@@ -47,7 +47,7 @@ def serve_in_thread(app: ASGIApp, api_key: SecretStr, host: str = "127.0.0.1", p
 
 def start_in_thread(settings: Settings, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
     """Serve the real service app, with the configured backend, from a daemon thread."""
-    app = create_app(settings, load_backend(settings.model), api_keys=[api_key.get_secret_value()])
+    app = create_app(settings, load_backend(settings.model, settings), api_keys=[api_key.get_secret_value()])
     return serve_in_thread(app, api_key, host, port)
 
 
