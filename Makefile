@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SERVE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench install install-test clean
+.PHONY: demo test bench install install-test chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,11 +22,17 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test node_modules/.installed
+# Browser tests drive Debian's chromium; never a browser that a tool downloads.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium' (browser tests will be skipped)"; fi; }
+
+install-test: $(VENV)/.installed-test node_modules/.installed chromium
 
 demo: install
 	$(VENV)/bin/curation demo
-	@if [ "$(SERVE)" = "1" ] && [ -f dashboards/main.py ]; then $(VENV)/bin/panel serve dashboards/ --show; fi
+	@if [ "$(SERVE)" = "1" ]; then $(VENV)/bin/curation viewer; fi
 
 test: install-test
 	$(PY) -m pytest -q

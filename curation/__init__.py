@@ -8,6 +8,7 @@ from curation.sdk import Curation
 from curation.settings import Settings, get_settings
 from curation.storage import AzureStorageConfig, LocalStorageConfig, StorageError
 from curation.validation import DatasetTooSmall
+from curation.viewer import launch_viewer
 
 __all__ = [
     "AuthenticationError",
@@ -24,4 +25,5 @@ __all__ = [
     "Status",
     "StorageError",
     "get_settings",
+    "launch_viewer",
 ]

@@ -275,6 +275,20 @@ def evaluate(
     console.print(f"wrote {target}")
 
 
+@app.command()
+def viewer(
+    port: Annotated[int, typer.Option(help="Local port")] = 5006,
+    show: Annotated[bool, typer.Option(help="Open a browser tab")] = True,
+) -> None:
+    """Open the curation viewer (`panel serve dashboards/`) on this machine."""
+    from curation.viewer import launch_viewer
+
+    try:
+        raise typer.Exit(code=launch_viewer(port=port, show=show))
+    except FileNotFoundError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     app()
 

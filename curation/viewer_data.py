@@ -1,0 +1,241 @@
+"""Read-only helpers for the dashboard: load a dataset's tables, filter, count, page, sample and decimate.
+
+Pure polars functions (plus a few file reads), so everything the dashboard shows can be tested without a browser.
+A category selection maps a category to the classes kept, "None" (``NONE_LABEL``) standing for a null tag: classes
+are OR-ed within a category and categories AND-ed; a category absent from the selection is not restricted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curation.paths import DatasetPaths
+from curation.registry import DatasetRecord
+from curation.sampling import NONE_LABEL, sample_ids
+from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
+
+Selections = Mapping[str, Sequence[str | None]]
+
+ANALYTICS_COLUMNS = ("anomaly_score", "similar_ids", "similar_distances", "duplicate_group", "quality_flags")
+
+
+class ThumbnailRefused(ValueError):
+    """A thumbnail path that would leave the data root (absolute, `..`, or a link pointing outside)."""
+
+
+def load_images(paths: DatasetPaths) -> pl.DataFrame:
+    """One row per image: files joined with metadata, the 3D layout, analytics and keep_rank when present.
+
+    The embedding vectors themselves are never read (only x, y, z), so 100k images stay small in memory.
+    """
+    frame = pl.scan_parquet(paths.files).join(pl.scan_parquet(paths.metadata), on="image_id", how="left", maintain_order="left")
+    if paths.embeddings.exists():
+        frame = frame.join(pl.scan_parquet(paths.embeddings).select("image_id", "x", "y", "z"), on="image_id", how="left", maintain_order="left")
+    if paths.analytics.exists():
+        columns = pl.read_parquet_schema(paths.analytics)
+        keep = [c for c in ANALYTICS_COLUMNS if c in columns]
+        frame = frame.join(pl.scan_parquet(paths.analytics).select("image_id", *keep), on="image_id", how="left", maintain_order="left")
+    return frame.collect()
+
+
+def _condition(category: str, values: Sequence[str | None]) -> pl.Expr:
+    wanted = [v for v in values if v is not None and v != NONE_LABEL]
+    condition = pl.col(category).is_in(wanted)
+    if any(v is None or v == NONE_LABEL for v in values):
+        condition = condition | pl.col(category).is_null()
+    return condition
+
+
+def apply_filters(frame: pl.DataFrame, selections: Selections, skip: str | None = None) -> pl.DataFrame:
+    """Rows matching every category's selection (OR within, AND across); `skip` ignores one category."""
+    conditions = [_condition(c, v) for c, v in selections.items() if c != skip and c in frame.columns]
+    return frame.filter(pl.all_horizontal(conditions)) if conditions else frame
+
+
+def class_options(taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, list[str]]:
+    """The classes of each category, with the None class last."""
+    return {c: [*taxonomy.classes[c], NONE_LABEL] for c in taxonomy.categories}
+
+
+def facet_counts(frame: pl.DataFrame, selections: Selections, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, dict[str, int]]:
+    """Per category and class, the images that would match if that class were ticked.
+
+    Each category is counted under the other categories' selections (faceted search), so a count tells what
+    ticking the class adds; classes absent from the data count 0; null tags count under "None".
+    """
+    out: dict[str, dict[str, int]] = {}
+    for category, classes in class_options(taxonomy).items():
+        rows = apply_filters(frame, selections, skip=category)
+        counts = rows.group_by(pl.col(category).fill_null(NONE_LABEL).alias("cls")).len()
+        found = dict(zip(counts["cls"].to_list(), counts["len"].to_list(), strict=True))
+        out[category] = {cls: int(found.get(cls, 0)) for cls in classes}
+    return out
+
+
+def restricted_filters(selections: Selections, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, list[str | None]]:
+    """The selection as `curation.subsets` filters: only restricted categories, "None" as None."""
+    options = class_options(taxonomy)
+    out: dict[str, list[str | None]] = {}
+    for category, values in selections.items():
+        if set(values) >= set(options.get(category, [])):
+            continue  # every class ticked: no restriction
+        out[category] = [None if v == NONE_LABEL else v for v in values]
+    return out
+
+
+def mark_kept(frame: pl.DataFrame, sampling: pl.DataFrame | None, fraction: float) -> pl.DataFrame:
+    """Add `kept`: whether the image is in the sample at `fraction` (all kept at 1.0 or without sampling).
+
+    Same rule as `curation.subsets.selected_ids`: below 1.0 only the prefix of keep_rank is kept.
+    """
+    if sampling is None or fraction >= 1.0:
+        return frame.with_columns(pl.lit(True).alias("kept"))
+    ids = sample_ids(sampling, fraction)
+    return frame.with_columns(pl.col("image_id").is_in(ids.implode()).alias("kept"))
+
+
+def page_bounds(total: int, page: int, per_page: int) -> tuple[int, int, int, int]:
+    """(page clamped to 1..pages, start, stop, pages) for a 1-based page of `per_page` rows."""
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    start = (page - 1) * per_page
+    return page, start, min(start + per_page, total), pages
+
+
+def page_rows(frame: pl.DataFrame, page: int, per_page: int) -> pl.DataFrame:
+    """The rows of one page."""
+    _, start, stop, _ = page_bounds(frame.height, page, per_page)
+    return frame.slice(start, stop - start)
+
+
+def thumbnail_file(root: Path, relative: str | None) -> Path:
+    """The thumbnail file for a path relative to the data root; refuses any path that leaves the root."""
+    if not relative:
+        raise ThumbnailRefused("no thumbnail")
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts or "\\" in relative:
+        raise ThumbnailRefused(f"thumbnail path outside the data root: {relative!r}")
+    base = Path(root).resolve()
+    resolved = (base / candidate).resolve()
+    if not resolved.is_relative_to(base):
+        raise ThumbnailRefused(f"thumbnail path outside the data root: {relative!r}")
+    return resolved
+
+
+@lru_cache(maxsize=4096)
+def _data_uri(path: str, mtime_ns: int) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def thumbnail_data_uri(root: Path, relative: str | None) -> str | None:
+    """The thumbnail as a data: URI (cached), or None when it is refused or missing."""
+    try:
+        path = thumbnail_file(root, relative)
+        return _data_uri(str(path), path.stat().st_mtime_ns)
+    except (ThumbnailRefused, OSError):
+        return None
+
+
+def decimate(frame: pl.DataFrame, max_points: int, keep_ids: Iterable[str] = (), seed: int = 0) -> pl.DataFrame:
+    """At most `max_points` rows drawn uniformly (seeded), plus every row whose id is in `keep_ids`."""
+    if frame.height <= max_points:
+        return frame
+    keep = pl.col("image_id").is_in(pl.Series(list(keep_ids), dtype=pl.String).implode())
+    sample = frame.sample(n=max_points, seed=seed)
+    forced = frame.filter(keep).join(sample.select("image_id"), on="image_id", how="anti")
+    return pl.concat([sample, forced], how="vertical")
+
+
+def distribution(frame: pl.DataFrame, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> pl.DataFrame:
+    """Per category and class: images in `frame` (full) and those with `kept` (sample), with their shares."""
+    kept = frame.filter(pl.col("kept")) if "kept" in frame.columns else frame
+    rows = []
+    for category, classes in class_options(taxonomy).items():
+        full = dict(frame.group_by(pl.col(category).fill_null(NONE_LABEL).alias("c")).len().iter_rows())
+        sample = dict(kept.group_by(pl.col(category).fill_null(NONE_LABEL).alias("c")).len().iter_rows())
+        for cls in classes:
+            rows.append({"category": category, "class": cls, "full": full.get(cls, 0), "sample": sample.get(cls, 0)})
+    out = pl.DataFrame(rows, schema={"category": pl.String, "class": pl.String, "full": pl.Int64, "sample": pl.Int64})
+    return out.with_columns(
+        (pl.col("full") / max(frame.height, 1)).alias("full_share"),
+        (pl.col("sample") / max(kept.height, 1)).alias("sample_share"),
+    )
+
+
+def image_details(frame: pl.DataFrame, image_id: str, categories: Sequence[str] = CATEGORIES) -> dict[str, Any] | None:
+    """Everything the quick file view shows about one image, or None when it is not in the frame."""
+    rows = frame.filter(pl.col("image_id") == image_id)
+    if rows.is_empty():
+        return None
+    row = rows.row(0, named=True)
+    has_analytics = "anomaly_score" in frame.columns
+    similar = list(zip(row.get("similar_ids") or [], row.get("similar_distances") or [], strict=False))
+    return {
+        "image_id": image_id,
+        "name": row["blob_name"],
+        "size": row["size"],
+        "width": row["width"],
+        "height": row["height"],
+        "format": row["format"],
+        "thumbnail": row["thumbnail"],
+        "error": row["error"],
+        "tags": {c: (row.get(c) or NONE_LABEL, row.get(f"{c}_confidence")) for c in categories},
+        "analytics": has_analytics,
+        "anomaly_score": row.get("anomaly_score"),
+        "quality_flags": row.get("quality_flags"),
+        "similar": similar,
+        "kept": row.get("kept", True),
+    }
+
+
+def filter_records(records: Sequence[DatasetRecord], kind: str = "all", query: str = "") -> list[DatasetRecord]:
+    """Records of one type ("demo", "user" or "all") whose name contains the query (case-insensitive)."""
+    query = query.strip().casefold()
+    return [
+        r for r in records if (kind == "all" or r.type.value == kind) and (not query or query in r.name.casefold())
+    ]
+
+
+def format_bytes(size: int | None) -> str:
+    """A human size: 1.2 MB."""
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+USAGE_SCHEMA = {"key_id": pl.String, "day": pl.String, "model": pl.String, "processed": pl.Int64, "failed": pl.Int64}
+
+
+def read_usage(path: Path) -> pl.DataFrame:
+    """The usage ledger (curation.service.usage.UsageLedger's JSON) as a frame; raises ValueError if unreadable."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"usage ledger {path} does not exist yet (no images processed)") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"usage ledger {path} cannot be read: {exc.__class__.__name__}") from exc
+    if not isinstance(rows, list):
+        raise ValueError(f"usage ledger {path} is not a list of rows")
+    frame = pl.DataFrame(rows, schema=USAGE_SCHEMA, strict=False) if rows else pl.DataFrame(schema=USAGE_SCHEMA)
+    return frame.sort("day", "model", "key_id")
+
+
+def usage_by_day(usage: pl.DataFrame) -> pl.DataFrame:
+    """Processed and failed per day and model, long: day, model, kind, images."""
+    per_day = usage.group_by("day", "model").agg(pl.col("processed").sum(), pl.col("failed").sum())
+    return per_day.unpivot(index=["day", "model"], on=["processed", "failed"], variable_name="kind", value_name="images").sort(
+        "day", "model", "kind"
+    )

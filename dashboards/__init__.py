@@ -1,0 +1,1 @@
+"""The Panel dashboard: `panel serve dashboards/` serves dashboards/main.py."""

@@ -1,0 +1,141 @@
+"""Small presentational pieces: a clickable thumbnail grid and escaped HTML snippets."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import panel as pn
+import param
+from panel.custom import JSComponent
+
+GRID_CSS = """
+:host { display: block; width: 100%; }
+.grid { display: grid; gap: 8px; width: 100%; }
+.tile { position: relative; padding: 0; border: 2px solid transparent; border-radius: 6px; background: #f1f3f5;
+        cursor: pointer; overflow: hidden; display: flex; flex-direction: column; text-align: left; }
+.tile:hover { border-color: #0072b5; }
+.tile.selected { border-color: #0072b5; box-shadow: 0 0 0 2px #0072b555; }
+.tile img, .tile .none { width: 100%; aspect-ratio: 4 / 3; object-fit: cover; display: block; }
+.tile .none { display: flex; align-items: center; justify-content: center; color: #868e96; font: 11px sans-serif; }
+.tile .cap { font: 11px/1.4 sans-serif; color: #343a40; padding: 2px 4px; white-space: nowrap; overflow: hidden;
+             text-overflow: ellipsis; }
+.tile.excluded { border-color: #d62728; }
+.tile.excluded img { opacity: 0.45; }
+.tile .badge { position: absolute; top: 4px; left: 4px; background: #d62728; color: white; font: 10px sans-serif;
+               padding: 1px 5px; border-radius: 3px; }
+.empty { font: 14px sans-serif; color: #495057; padding: 24px; }
+"""
+
+
+class ThumbnailGrid(JSComponent):
+    """A grid of thumbnails; clicking one calls the registered callbacks with its image id.
+
+    Names go through textContent/attributes only, never innerHTML, so file names cannot inject markup.
+    """
+
+    items = param.List(default=[], doc="Dicts: id, name, label, src (data URI or None), kept.")
+    selected = param.String(default="", doc="Image id drawn highlighted.")
+    tile = param.Integer(default=110, doc="Minimum tile width in pixels.")
+    empty_text = param.String(default="No images match the filters.")
+
+    _esm = """
+    export function render({ model, el }) {
+      const grid = document.createElement('div');
+      grid.className = 'grid';
+      function draw() {
+        grid.replaceChildren();
+        grid.style.gridTemplateColumns = `repeat(auto-fill, minmax(${model.tile}px, 1fr))`;
+        if (!model.items.length) {
+          const empty = document.createElement('div');
+          empty.className = 'empty';
+          empty.textContent = model.empty_text;
+          grid.append(empty);
+        }
+        for (const item of model.items) {
+          const tile = document.createElement('button');
+          tile.type = 'button';
+          tile.className = 'tile' + (item.kept ? '' : ' excluded') + (item.id === model.selected ? ' selected' : '');
+          tile.title = item.name;
+          tile.dataset.imageId = item.id;
+          if (item.src) {
+            const img = document.createElement('img');
+            img.src = item.src;
+            img.alt = item.name;
+            tile.append(img);
+          } else {
+            const none = document.createElement('div');
+            none.className = 'none';
+            none.textContent = 'no thumbnail';
+            tile.append(none);
+          }
+          if (!item.kept) {
+            const badge = document.createElement('span');
+            badge.className = 'badge';
+            badge.textContent = 'excluded';
+            tile.append(badge);
+          }
+          const cap = document.createElement('span');
+          cap.className = 'cap';
+          cap.textContent = item.label || item.name;
+          tile.append(cap);
+          tile.addEventListener('click', () => model.send_msg({ id: item.id }));
+          grid.append(tile);
+        }
+      }
+      draw();
+      model.on('items', draw);
+      model.on('selected', draw);
+      model.on('tile', draw);
+      return grid;
+    }
+    """
+    _stylesheets = [GRID_CSS]
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._click_callbacks: list[Callable[[str], None]] = []
+
+    def on_click(self, callback: Callable[[str], None]) -> None:
+        self._click_callbacks.append(callback)
+
+    def _handle_msg(self, msg: Any) -> None:
+        image_id = msg.get("id") if isinstance(msg, dict) else None
+        if isinstance(image_id, str):
+            for callback in self._click_callbacks:
+                callback(image_id)
+
+
+APP_CSS = """
+.cur-msg { padding: 8px 12px; border-radius: 6px; font-size: 14px; margin: 4px 0; }
+.cur-info { background: #e7f1fb; color: #0b4a7a; border: 1px solid #b6d4f0; }
+.cur-ok { background: #e6f4ea; color: #1e5631; border: 1px solid #b7dfc2; }
+.cur-error { background: #fdecea; color: #8a1c1c; border: 1px solid #f5c2c0; }
+.cur-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; }
+.cur-Completed { background: #e6f4ea; color: #1e5631; }
+.cur-Processing { background: #fff4e5; color: #8a5300; }
+.cur-Failed { background: #fdecea; color: #8a1c1c; }
+.cur-card h3 { margin: 0 0 6px 0; font-size: 17px; word-break: break-word; }
+.cur-card table, .cur-qfv table { border-collapse: collapse; font-size: 13px; width: 100%; }
+.cur-card td, .cur-qfv td { padding: 2px 6px 2px 0; vertical-align: top; }
+.cur-card td:first-child, .cur-qfv td:first-child { color: #6c757d; white-space: nowrap; }
+.cur-qfv h3 { margin: 4px 0; font-size: 15px; word-break: break-all; }
+.cur-qfv img { width: 100%; border-radius: 6px; }
+.cur-summary { font-size: 14px; color: #343a40; }
+.cur-summary b { font-size: 15px; }
+"""
+
+
+def esc(value: object) -> str:
+    """Any value as escaped text; None as an em dash."""
+    return "\u2014" if value is None else html.escape(str(value))
+
+
+def message(text: str, kind: str = "info") -> str:
+    """An escaped message box: kind is info, ok or error."""
+    return f'<div class="cur-msg cur-{kind}" data-kind="{kind}">{esc(text)}</div>'
+
+
+def html_pane(text: str = "", **kwargs: Any) -> pn.pane.HTML:
+    return pn.pane.HTML(text, stylesheets=[APP_CSS], **kwargs)

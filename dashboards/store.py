@@ -1,0 +1,192 @@
+"""The DataStore: lists datasets, loads one lazily, caches it, and derives what the views show.
+
+Views only present what the store computes; the computing itself lives in `curation.viewer_data`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import param
+import polars as pl
+
+from curation import registry
+from curation.export import results_json
+from curation.paths import dataset_paths
+from curation.registry import DatasetRecord, Status
+from curation.subsets import save_subset
+from curation.viewer_data import (
+    apply_filters,
+    class_options,
+    decimate,
+    distribution,
+    facet_counts,
+    image_details,
+    load_images,
+    mark_kept,
+    page_bounds,
+    page_rows,
+    restricted_filters,
+    thumbnail_data_uri,
+)
+
+PER_PAGE = 48
+MAX_POINTS = 20_000
+
+# Loaded datasets are shared by every session of the server (frames are immutable), a few at a time.
+_CACHE: OrderedDict[tuple[str, str, tuple[float, ...]], tuple[pl.DataFrame, pl.DataFrame | None]] = OrderedDict()
+_CACHE_SIZE = 4
+_LOCK = threading.Lock()
+
+
+def _load(root: Path, dataset_id: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    paths = dataset_paths(root, dataset_id)
+    files = [paths.files, paths.metadata, paths.embeddings, paths.analytics, paths.sampling]
+    key = (str(Path(root).resolve()), dataset_id, tuple(p.stat().st_mtime if p.exists() else 0.0 for p in files))
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    images = load_images(paths)
+    sampling = pl.read_parquet(paths.sampling, columns=["image_id", "keep_rank"]) if paths.sampling.exists() else None
+    with _LOCK:
+        _CACHE[key] = (images, sampling)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return images, sampling
+
+
+class DataStore(param.Parameterized):
+    """One session's view state over the data root; derived frames are recomputed only when it changes."""
+
+    dataset_id = param.String(default=None, allow_None=True, doc="The dataset open for curation.")
+    selections = param.Dict(default={}, doc="Classes kept per category ('None' = null tag).")
+    fraction = param.Number(default=1.0, bounds=(0.0, 1.0), doc="Sampling level.")
+    page = param.Integer(default=1, bounds=(1, None))
+    selected_image = param.String(default=None, allow_None=True, doc="The image in the quick file view.")
+
+    def __init__(self, root: Path, **params: Any) -> None:
+        super().__init__(**params)
+        self.root = Path(root)
+        self._derived: dict[str, Any] = {}
+
+    # -- datasets -------------------------------------------------------------------------------------------------
+    def records(self) -> list[DatasetRecord]:
+        return registry.list_records(self.root)
+
+    def record(self, dataset_id: str | None = None) -> DatasetRecord:
+        return registry.load(self.root, dataset_id or self.dataset_id)
+
+    def open(self, dataset_id: str) -> DatasetRecord:
+        """Open a Completed dataset for curation (raises ValueError otherwise)."""
+        record = self.record(dataset_id)
+        if record.status != Status.COMPLETED:
+            raise ValueError(f"dataset {record.name!r} is {record.status.value}; only Completed datasets open")
+        _load(self.root, dataset_id)
+        self._derived = {}
+        self.param.update(
+            dataset_id=dataset_id,
+            selections={c: list(v) for c, v in class_options().items()},
+            fraction=1.0,
+            page=1,
+            selected_image=None,
+        )
+        return record
+
+    def delete(self, dataset_id: str) -> None:
+        registry.delete(self.root, dataset_id)
+        if dataset_id == self.dataset_id:
+            self.param.update(dataset_id=None, selected_image=None)
+
+    def results_file(self, dataset_id: str) -> io.BytesIO:
+        return io.BytesIO(json.dumps(results_json(self.root, dataset_id), indent=2, default=str).encode("utf-8"))
+
+    # -- the open dataset -----------------------------------------------------------------------------------------
+    def _cached(self, name: str, key: tuple, compute) -> Any:
+        entry = self._derived.get(name)
+        if entry is None or entry[0] != key:
+            entry = (key, compute())
+            self._derived[name] = entry
+        return entry[1]
+
+    def _key(self) -> tuple:
+        return (self.dataset_id, json.dumps(self.selections, sort_keys=True), self.fraction)
+
+    @property
+    def images(self) -> pl.DataFrame:
+        """Every image of the open dataset, with `kept` at the current sampling level."""
+        def compute() -> pl.DataFrame:
+            frame, sampling = _load(self.root, self.dataset_id)
+            return mark_kept(frame, sampling, self.fraction)
+
+        return self._cached("images", (self.dataset_id, self.fraction), compute)
+
+    @property
+    def has_sampling(self) -> bool:
+        return self.dataset_id is not None and _load(self.root, self.dataset_id)[1] is not None
+
+    @property
+    def filtered(self) -> pl.DataFrame:
+        """The images matching the filters (kept or not)."""
+        return self._cached("filtered", self._key(), lambda: apply_filters(self.images, self.selections))
+
+    def counts(self) -> dict[str, int]:
+        filtered = self.filtered
+        return {"total": self.images.height, "filtered": filtered.height, "kept": int(filtered["kept"].sum())}
+
+    def facet_counts(self) -> dict[str, dict[str, int]]:
+        return self._cached("facets", self._key(), lambda: facet_counts(self.images, self.selections))
+
+    def page_info(self) -> tuple[int, int, int, int]:
+        return page_bounds(self.filtered.height, self.page, PER_PAGE)
+
+    def page_items(self) -> list[dict[str, Any]]:
+        """The current gallery page: id, name, thumbnail data URI, kept."""
+        page, *_ = self.page_info()
+        rows = page_rows(self.filtered, page, PER_PAGE).select("image_id", "blob_name", "thumbnail", "kept")
+        return [
+            {"id": r["image_id"], "name": r["blob_name"], "label": Path(r["blob_name"]).name,
+             "src": thumbnail_data_uri(self.root, r["thumbnail"]), "kept": bool(r["kept"])}
+            for r in rows.iter_rows(named=True)
+        ]
+
+    def details(self, image_id: str) -> dict[str, Any] | None:
+        details = image_details(self.images, image_id)
+        if details is None:
+            return None
+        details["src"] = thumbnail_data_uri(self.root, details["thumbnail"])
+        names = self.images.filter(pl.col("image_id").is_in([i for i, _ in details["similar"]]))
+        lookup = {r[0]: r for r in names.select("image_id", "blob_name", "thumbnail").iter_rows()}
+        details["similar_items"] = [
+            {"id": i, "name": lookup[i][1], "label": f"{d:.3f}", "src": thumbnail_data_uri(self.root, lookup[i][2]),
+             "kept": True}
+            for i, d in details["similar"] if i in lookup
+        ]
+        return details
+
+    def points(self) -> pl.DataFrame:
+        """Filtered images that have a 3D position, at most MAX_POINTS (+ the selected image)."""
+        def compute() -> pl.DataFrame:
+            frame = self.filtered
+            if "x" not in frame.columns:
+                return frame.clear()
+            frame = frame.filter(pl.col("x").is_not_null())
+            return decimate(frame, MAX_POINTS, keep_ids=[self.selected_image] if self.selected_image else [])
+
+        return self._cached("points", (*self._key(), self.selected_image), compute)
+
+    def distribution(self) -> pl.DataFrame:
+        return self._cached("distribution", self._key(), lambda: distribution(self.filtered))
+
+    def save(self, name: str) -> DatasetRecord:
+        """Save the current selection (filters + sampling level) as a derived dataset."""
+        name = name.strip()
+        if not name:
+            raise ValueError("give the new dataset a name")
+        filters = restricted_filters(self.selections)
+        return save_subset(self.root, self.dataset_id, name, fraction=self.fraction, filters=filters or None)

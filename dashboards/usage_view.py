@@ -1,0 +1,48 @@
+"""The usage page: images processed and failed per key, day and model, from the service's JSON ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the backend the options below are for)
+import panel as pn
+
+from curation.viewer_data import read_usage, usage_by_day
+from dashboards.components import html_pane, message
+
+NO_LEDGER = "No usage ledger configured (set CURATION_USAGE_PATH to the inference service's usage JSON file)."
+
+
+class UsageView:
+    def __init__(self, usage_path: Path | None) -> None:
+        self.usage_path = usage_path
+        self.note = html_pane("", sizing_mode="stretch_width", css_classes=["usage-note"])
+        self.table = pn.widgets.Tabulator(None, disabled=True, show_index=False, sizing_mode="stretch_width", height=260, visible=False)
+        self.chart = pn.pane.HoloViews(None, sizing_mode="stretch_width", backend="bokeh", visible=False)
+        refresh = pn.widgets.Button(name="Reload", width=90)
+        refresh.on_click(lambda e: self.render())
+        self.panel = pn.Column(pn.Row(pn.pane.Markdown("### Usage", margin=(0, 5)), refresh), self.note, self.chart, self.table, sizing_mode="stretch_width")
+        self.render()
+
+    def render(self, *_: Any) -> None:
+        if self.usage_path is None:
+            self.note.object = message(NO_LEDGER, "info")
+            return
+        try:
+            usage = read_usage(self.usage_path)
+        except ValueError as exc:
+            self.note.object = message(str(exc), "error")
+            self.table.visible = self.chart.visible = False
+            return
+        total_p, total_f = int(usage["processed"].sum()), int(usage["failed"].sum())
+        self.note.object = message(f"{total_p:,} images processed, {total_f:,} failed (not charged) \u2014 {self.usage_path}", "info")
+        self.table.value = usage.rename({"key_id": "key", "processed": "processed", "failed": "failed (not charged)"}).to_pandas()
+        daily = usage_by_day(usage)
+        data = [(d, f"{m} {k}", n) for d, m, k, n in daily.iter_rows()]
+        self.chart.object = hv.Bars(data, kdims=["day", "series"], vdims=["images"]).opts(
+            title="Images per day", height=300, responsive=True, color="series", cmap="Category10",
+            tools=["hover"], toolbar=None, multi_level=True, show_legend=False, xlabel="",
+        )
+        self.table.visible = self.chart.visible = True

@@ -1,0 +1,115 @@
+"""Builds curated datasets on disk for the dashboard's browser test and bench, with the library's writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from PIL import Image
+
+from curation import registry
+from curation.analytics import analyse, analytics_table
+from curation.ids import image_id_for
+from curation.parquet_io import FILES_SCHEMA, embeddings_schema, metadata_schema, rows_to_table, write_table
+from curation.paths import dataset_paths
+from curation.registry import Counts, DatasetType, Status
+from curation.results import write_embeddings
+from curation.sampling import compute_sampling, sampling_table
+from curation.subsets import sample_dataset
+from curation.taxonomy import CATEGORIES, DEFAULT_CLASSES
+
+
+def _thumbnail(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    top, bottom = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+    ramp = np.linspace(0, 1, 96)[:, None, None]
+    pixels = (top * (1 - ramp) + bottom * ramp + rng.normal(0, 10, (96, 128, 3))).clip(0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=80)
+
+
+def _labels(rng: np.random.Generator, n: int) -> dict[str, list[str | None]]:
+    out: dict[str, list[str | None]] = {}
+    for category in CATEGORIES:
+        values = [*DEFAULT_CLASSES[category], None]
+        codes = rng.integers(0, len(values), n)
+        out[category] = [values[c] for c in codes]
+    return out
+
+
+def build_dataset(
+    root: Path,
+    n: int,
+    name: str = "drives",
+    *,
+    seed: int = 0,
+    kind: DatasetType = DatasetType.USER,
+    analytics: bool = True,
+    shared_thumbnails: int = 0,
+    status: Status = Status.COMPLETED,
+) -> str:
+    """A Completed dataset of n images under root; returns its id.
+
+    shared_thumbnails=k makes only k JPEGs that every row points to (for 100k-row benches); 0 makes one per image.
+    Small sets use the library end to end (write_embeddings' layout, analyse, sample_dataset); large ones write
+    a synthetic layout and a shuffle sampling order so building stays quick.
+    """
+    rng = np.random.default_rng(seed)
+    record = registry.register(root, name, type=kind, meta_model="cpu-rules", embedding_model="cpu-216")
+    paths = dataset_paths(root, record.id)
+    names = [f"drive_{seed}/frame_{i:06d}.jpg" for i in range(n)]
+    ids = [image_id_for(b) for b in names]
+    shared = [paths.thumbnail(f"shared{k:04d}") for k in range(shared_thumbnails)]
+    for k, path in enumerate(shared):
+        _thumbnail(path, seed * 1000 + k)
+    files = []
+    for i, (blob, image_id) in enumerate(zip(names, ids, strict=True)):
+        if shared:
+            thumb = shared[i % len(shared)]
+        else:
+            thumb = paths.thumbnail(image_id)
+            _thumbnail(thumb, seed * 100_000 + i)
+        files.append({"image_id": image_id, "blob_name": blob, "size": int(rng.integers(50_000, 900_000)),
+                      "width": 1280, "height": 720, "format": "jpeg",
+                      "thumbnail": thumb.relative_to(root).as_posix(), "error": None})
+    write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
+    labels = _labels(rng, n)
+    meta = {"image_id": ids}
+    for category in CATEGORIES:
+        meta[category] = labels[category]
+        meta[f"{category}_confidence"] = rng.uniform(0.5, 1.0, n).astype(np.float32)
+    write_table(paths.metadata, pa.table(meta, schema=metadata_schema()))
+    dim = 8
+    matrix = rng.standard_normal((n, dim)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    if n <= 2000:
+        write_embeddings(paths, ids, matrix)
+        if analytics:
+            write_table(paths.analytics, analytics_table(analyse(ids, matrix, k=5)))
+        sample_dataset(root, record.id)
+    else:
+        xyz = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+        flat = pa.array(matrix.reshape(-1), type=pa.float32())
+        table = pa.table({"image_id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+                          "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}, schema=embeddings_schema(dim))
+        write_table(paths.embeddings, table)
+        if analytics:
+            sim = rng.integers(0, n, (n, 5))
+            frame = pl.DataFrame({
+                "image_id": ids,
+                "anomaly_score": rng.uniform(0, 1, n).astype(np.float32),
+                "similar_ids": [[ids[j] for j in row] for row in sim],
+                "similar_distances": [sorted(rng.uniform(0, 0.5, 5).astype(np.float32).tolist()) for _ in range(n)],
+                "duplicate_group": pl.Series([None] * n, dtype=pl.Int64),
+                "duplicate_kind": pl.Series([None] * n, dtype=pl.String),
+                "duplicate_keep": pl.Series([None] * n, dtype=pl.Boolean),
+                "quality_score": rng.uniform(0, 1, n).astype(np.float32),
+                "quality_flags": [[] for _ in range(n)],
+            })
+            write_table(paths.analytics, analytics_table(frame))
+        frame = pl.DataFrame({"image_id": ids, **{c: labels[c] for c in CATEGORIES}}, schema_overrides={c: pl.String for c in CATEGORIES})
+        write_table(paths.sampling, sampling_table(compute_sampling(frame, None, seed=seed)))
+    registry.update(root, record.id, status=status, counts=Counts(found=n, accepted=n, processed=n, failed=0))
+    return record.id

@@ -1,0 +1,221 @@
+"""The dashboard in Debian's chromium: `panel serve dashboards/` on a tmp data root, driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation import registry
+from curation.paths import dataset_paths
+from curation.registry import DatasetType, Status
+from curation.subsets import selected_ids
+from tests.browser.dataset_builder import build_dataset
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests need Debian's chromium",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("data")
+    ids = {
+        "demo": build_dataset(root, 60, "Demo drives", kind=DatasetType.DEMO),
+        "xss": build_dataset(root, 40, XSS_NAME, seed=1, analytics=False),
+        "processing": registry.register(root, "still running").id,
+        "failed": registry.mark_failed(root, registry.register(root, "broken run").id, "the inference service was unreachable").id,
+    }
+    return {"root": root, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def server(data_root: dict[str, object]) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "CURATION_DATA_ROOT": str(data_root["root"]), "BOKEH_ALLOW_WS_ORIGIN": f"127.0.0.1:{port}"}
+    ledger = Path(data_root["root"]) / "usage.json"
+    ledger.write_text(json.dumps([
+        {"key_id": "key-0123456789ab", "day": f"2024-05-0{d}", "model": m, "processed": 40 * d, "failed": d}
+        for d in (1, 2, 3) for m in ("cpu", "clip")
+    ]))
+    env["CURATION_USAGE_PATH"] = str(ledger)
+    log = (ARTIFACTS / "panel-serve.log")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", str(REPO / "dashboards"), "--port", str(port),
+             "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{port}"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}/dashboards"
+        try:
+            deadline = time.monotonic() + 45
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=5)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"panel serve did not start; see {log}")
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server: str) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    pg.dialogs = []  # every alert/confirm the page fires; XSS would land here
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.goto(server)
+    pg.wait_for_selector(".dataset-card")
+    yield pg
+    context.close()
+
+
+def _card(page, name: str):
+    return page.locator(".dataset-card").filter(has=page.locator(".cur-name", has_text=name))
+
+
+def test_datasets_page(page, data_root) -> None:
+    root, ids = data_root["root"], data_root["ids"]
+    demo = _card(page, "Demo drives")
+    sync_api.expect(demo).to_contain_text("Completed")
+    sync_api.expect(demo).to_contain_text("demo")
+    sync_api.expect(demo).to_contain_text("60")
+    sync_api.expect(_card(page, "broken run")).to_contain_text("the inference service was unreachable")
+    # the XSS name is text, not markup, and fires nothing
+    sync_api.expect(page.locator(".cur-name", has_text=XSS_NAME)).to_be_visible()
+    assert page.locator('img[src="x"]').count() == 0
+    # a Processing dataset cannot open, and refreshes on its own when it completes
+    running = _card(page, "still running")
+    sync_api.expect(running.get_by_role("button", name="Processing\u2026")).to_be_disabled()
+    registry.update(root, ids["processing"], status=Status.COMPLETED)
+    sync_api.expect(_card(page, "still running").get_by_role("button", name="Open for curation")).to_be_enabled(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "01-datasets.png"), full_page=True)
+    # demo refused with a visible message
+    demo.get_by_role("button", name="Delete").click()
+    sync_api.expect(page.get_by_text("is the demo dataset and cannot be deleted")).to_be_visible()
+    assert dataset_paths(root, ids["demo"]).dir.exists()
+    # a user dataset is erased after confirmation
+    failed = _card(page, "broken run")
+    failed.get_by_role("button", name="Delete").click()
+    failed.get_by_role("button", name="Yes, delete").click()
+    sync_api.expect(page.get_by_text("Deleted \u201cbroken run\u201d")).to_be_visible()
+    sync_api.expect(_card(page, "broken run")).to_have_count(0)
+    assert not dataset_paths(root, ids["failed"]).dir.exists()
+    # type filter and search
+    page.get_by_role("button", name="User", exact=True).click()
+    sync_api.expect(_card(page, "Demo drives")).to_have_count(0)
+    page.get_by_role("button", name="All", exact=True).click()
+    page.get_by_placeholder("Search by name").fill("demo")
+    sync_api.expect(page.locator(".dataset-card")).to_have_count(1)
+    assert page.dialogs == []
+
+
+def test_curation_flow(page, data_root) -> None:
+    root, ids = data_root["root"], data_root["ids"]
+    meta = pl.read_parquet(dataset_paths(root, ids["demo"]).metadata)
+    _card(page, "Demo drives").get_by_role("button", name="Open for curation").click()
+    tiles = page.locator(".gallery .tile")
+    sync_api.expect(tiles).to_have_count(48)
+    sync_api.expect(page.locator(".page-label")).to_contain_text("Page 1 of 2")
+    sync_api.expect(page.locator(".filtered-count")).to_have_text("60")
+    page.screenshot(path=str(ARTIFACTS / "02-gallery.png"))
+
+    # QFV shows the clicked file
+    name = tiles.first.get_attribute("title")
+    tiles.first.click()
+    sync_api.expect(page.locator(".qfv-name")).to_have_text(name)
+    sync_api.expect(page.locator(".cur-qfv")).to_contain_text("Anomaly score")
+    page.screenshot(path=str(ARTIFACTS / "03-quick-file-view.png"))
+
+    # untick "day": counts follow (AND across, OR within; None stays ticked)
+    page.locator(".filter-time label", has_text="day (").click()
+    expected = meta.filter(pl.col("time").is_null() | (pl.col("time") != "day")).height
+    sync_api.expect(page.locator(".filtered-count")).to_have_text(f"{expected:,}")
+
+    # sampling 100% -> 60%: the kept count is the library's selection
+    handle = page.locator(".sampling-slider .noUi-handle")
+    handle.focus()
+    handle.press("ArrowLeft")
+    handle.press("ArrowLeft")
+    filters = {"time": ["night", "dawn_dusk", None]}
+    kept = len(selected_ids(root, ids["demo"], 0.6, filters))
+    sync_api.expect(page.locator(".kept-count")).to_have_text(f"{kept:,}")
+    assert page.locator(".gallery .tile.excluded").count() > 0
+    page.screenshot(path=str(ARTIFACTS / "04-filtered-sampled.png"))
+
+    # save the selection as a new dataset
+    page.get_by_placeholder("e.g. rainy nights 40%").fill("no day 60%")
+    page.get_by_placeholder("e.g. rainy nights 40%").press("Enter")
+    page.get_by_role("button", name="Save selection").click()
+    new_id = page.locator(".new-dataset-id").inner_text(timeout=30_000)
+    record = registry.load(root, new_id)
+    assert record.name == "no day 60%" and record.original_dataset == ids["demo"]
+    assert record.counts.accepted == kept
+    assert dataset_paths(root, new_id).files.exists()
+
+    # 3D view and distribution
+    page.locator(".bk-tab", has_text="3D embedding").click()
+    page.wait_for_selector(".embedding-plot .js-plotly-plot")
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "05-embedding-3d.png"))
+    page.locator(".bk-tab", has_text="Distribution").click()
+    sync_api.expect(page.get_by_text("kept in the 60% sample.")).to_be_visible()
+    page.locator(".distribution-plot canvas").first.wait_for(state="visible")
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "06-distribution.png"))
+    assert page.dialogs == []
+
+
+def test_xss_dataset_and_usage_page(page, data_root) -> None:
+    _card(page, XSS_NAME).get_by_role("button", name="Open for curation").click()
+    sync_api.expect(page.locator(".dataset-title")).to_have_text(XSS_NAME)
+    page.locator(".gallery .tile").first.click()
+    sync_api.expect(page.locator(".cur-qfv")).to_contain_text("not computed")  # no analytics.parquet
+    assert page.locator('img[src="x"]').count() == 0
+    page.locator(".bk-tab", has_text="Usage").click()
+    sync_api.expect(page.locator(".usage-note")).to_contain_text("480 images processed, 12 failed")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "07-usage.png"))
+    page.locator(".bk-tab", has_text="Teach").click()
+    sync_api.expect(page.get_by_text("Teach arrives with the teach command")).to_be_visible()
+    assert page.dialogs == []

@@ -1,0 +1,162 @@
+"""The dashboard's pure logic (curation.viewer_data) on small frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from curation.registry import DatasetRecord, DatasetType
+from curation.viewer_data import (
+    ThumbnailRefused,
+    apply_filters,
+    decimate,
+    distribution,
+    facet_counts,
+    filter_records,
+    image_details,
+    mark_kept,
+    page_bounds,
+    page_rows,
+    read_usage,
+    restricted_filters,
+    thumbnail_data_uri,
+    thumbnail_file,
+    usage_by_day,
+)
+
+
+@pytest.fixture
+def frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e"],
+            "blob_name": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"],
+            "time": ["day", "night", None, "day", "day"],
+            "weather": ["clear", "clear", "rainy", None, "rainy"],
+            "road": ["city", "city", "highway", "city", None],
+            "location": ["outside"] * 5,
+        }
+    )
+
+
+def test_filter_or_within_and_across_with_none(frame: pl.DataFrame) -> None:
+    assert apply_filters(frame, {"time": ["day", "None"]})["image_id"].to_list() == ["a", "c", "d", "e"]
+    assert apply_filters(frame, {"time": ["day", None], "weather": ["rainy"]})["image_id"].to_list() == ["c", "e"]
+    assert apply_filters(frame, {"weather": ["None"]})["image_id"].to_list() == ["d"]
+    assert apply_filters(frame, {"time": []}).is_empty()
+    assert apply_filters(frame, {}).height == 5
+
+
+def test_facet_counts_count_none_and_ignore_own_category(frame: pl.DataFrame) -> None:
+    counts = facet_counts(frame, {"time": ["day"], "weather": ["clear", "rainy", "cloudy", "foggy", "snowy", "None"]})
+    # time counted under the other filters only: every time class is still visible
+    assert counts["time"] == {"day": 3, "night": 1, "dawn_dusk": 0, "None": 1}
+    # weather counted among day images
+    assert counts["weather"] == {"clear": 1, "cloudy": 0, "rainy": 1, "foggy": 0, "snowy": 0, "None": 1}
+    assert counts["road"] == {"city": 2, "highway": 0, "None": 1}
+
+
+def test_restricted_filters_drop_full_categories_and_map_none() -> None:
+    selections = {"time": ["day", "night", "dawn_dusk", "None"], "weather": ["rainy", "None"]}
+    assert restricted_filters(selections) == {"weather": ["rainy", None]}
+
+
+def test_mark_kept_follows_keep_rank_prefix(frame: pl.DataFrame) -> None:
+    sampling = pl.DataFrame({"image_id": ["a", "b", "c", "d", "e"], "keep_rank": [4, 0, 3, 1, 2]})
+    kept = mark_kept(frame, sampling, 0.4)  # round(0.4 * 5) = 2: ranks 0 and 1
+    assert kept.filter("kept")["image_id"].to_list() == ["b", "d"]
+    assert mark_kept(frame, sampling, 1.0)["kept"].all()
+    assert mark_kept(frame, None, 0.2)["kept"].all()
+
+
+def test_pagination_clamps_and_slices() -> None:
+    assert page_bounds(100, 1, 48) == (1, 0, 48, 3)
+    assert page_bounds(100, 3, 48) == (3, 96, 100, 3)
+    assert page_bounds(100, 9, 48) == (3, 96, 100, 3)
+    assert page_bounds(0, 1, 48) == (1, 0, 0, 1)
+    rows = pl.DataFrame({"image_id": [str(i) for i in range(100)]})
+    assert page_rows(rows, 2, 48)["image_id"].to_list() == [str(i) for i in range(48, 96)]
+
+
+def test_thumbnail_path_refuses_escape(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    thumb = root / "datasets" / "t.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"\xff\xd8jpeg")
+    (tmp_path / "secret.jpg").write_bytes(b"secret")
+    assert thumbnail_file(root, "datasets/t.jpg") == thumb.resolve()
+    for bad in ["../secret.jpg", "datasets/../../secret.jpg", str(tmp_path / "secret.jpg"), "", None]:
+        with pytest.raises(ThumbnailRefused):
+            thumbnail_file(root, bad)
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    with pytest.raises(ThumbnailRefused):
+        thumbnail_file(root, "link.jpg")
+    assert thumbnail_data_uri(root, "../secret.jpg") is None
+    assert thumbnail_data_uri(root, "datasets/t.jpg").startswith("data:image/jpeg;base64,")
+    assert thumbnail_data_uri(root, "datasets/missing.jpg") is None
+
+
+def test_decimate_caps_points_and_keeps_selected() -> None:
+    rows = pl.DataFrame({"image_id": [f"i{n}" for n in range(1000)], "x": list(range(1000))})
+    out = decimate(rows, 100, keep_ids=["i7", "i999"])
+    assert 100 <= out.height <= 102
+    assert {"i7", "i999"} <= set(out["image_id"].to_list())
+    assert out["image_id"].n_unique() == out.height
+    assert_frame_equal(decimate(rows, 100, seed=1), decimate(rows, 100, seed=1))
+    assert decimate(rows, 5000).height == 1000
+
+
+def test_distribution_full_vs_sample(frame: pl.DataFrame) -> None:
+    marked = frame.with_columns(pl.Series("kept", [True, False, True, False, False]))
+    dist = distribution(marked)
+    time = dist.filter(pl.col("category") == "time").select("class", "full", "sample")
+    assert time.rows() == [("day", 3, 1), ("night", 1, 0), ("dawn_dusk", 0, 0), ("None", 1, 1)]
+    day = dist.filter((pl.col("category") == "time") & (pl.col("class") == "day")).row(0, named=True)
+    assert day["full_share"] == pytest.approx(0.6)
+    assert day["sample_share"] == pytest.approx(0.5)
+
+
+def test_image_details_without_analytics(frame: pl.DataFrame) -> None:
+    full = frame.with_columns(
+        pl.lit(10).alias("size"), pl.lit(4).alias("width"), pl.lit(3).alias("height"), pl.lit("jpeg").alias("format"),
+        pl.lit(None, pl.String).alias("thumbnail"), pl.lit(None, pl.String).alias("error"),
+        *[pl.lit(0.9).alias(f"{c}_confidence") for c in ("time", "weather", "road", "location")],
+    )
+    details = image_details(full, "c")
+    assert details["name"] == "c.jpg"
+    assert details["tags"]["time"] == ("None", 0.9)
+    assert details["analytics"] is False and details["similar"] == []
+    assert image_details(full, "zz") is None
+
+
+def test_filter_records_by_type_and_name() -> None:
+    records = [
+        DatasetRecord(id="0" * 24, name="Demo drives", type=DatasetType.DEMO),
+        DatasetRecord(id="1" * 24, name="night run", type=DatasetType.USER),
+    ]
+    assert [r.name for r in filter_records(records, "user")] == ["night run"]
+    assert [r.name for r in filter_records(records, "all", "DEMO")] == ["Demo drives"]
+    assert filter_records(records, "demo", "night") == []
+
+
+def test_usage_ledger_rows_and_daily_totals(tmp_path: Path) -> None:
+    path = tmp_path / "usage.json"
+    rows = [
+        {"key_id": "key-a", "day": "2024-05-01", "model": "cpu", "processed": 10, "failed": 1},
+        {"key_id": "key-b", "day": "2024-05-01", "model": "cpu", "processed": 5, "failed": 0},
+        {"key_id": "key-a", "day": "2024-05-02", "model": "clip", "processed": 7, "failed": 2},
+    ]
+    path.write_text(json.dumps(rows))
+    usage = read_usage(path)
+    assert usage.height == 3
+    daily = usage_by_day(usage)
+    assert daily.filter((pl.col("day") == "2024-05-01") & (pl.col("kind") == "processed"))["images"].to_list() == [15]
+    with pytest.raises(ValueError, match="does not exist"):
+        read_usage(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_usage(tmp_path / "bad.json")
