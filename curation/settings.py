@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     allow_private_hosts: bool = False  # loopback/private hosts only when explicitly allowed
     usage_path: Path | None = None  # where the service keeps its usage ledger; None = in memory
 
+    @property
+    def usage_file(self) -> Path:
+        """The usage ledger the embedded service writes and the viewer reads: usage_path, else <data root>/usage.json."""
+        return self.usage_path or Path(self.data_root) / "usage.json"
+
 
 _active: Settings | None = None
 

@@ -68,7 +68,7 @@ def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.t
         tabs.active = 1
 
     datasets = DatasetsView(store, on_open=open_dataset)
-    usage = UsageView(usage_path or settings.usage_path)
+    usage = UsageView(usage_path or settings.usage_path or Path(store.root) / "usage.json")
     teach = html_pane(message(TEACH_TEXT, "info"), sizing_mode="stretch_width")
     tabs.extend([("Datasets", datasets.panel), ("Curate", curate.panel), ("Usage", usage.panel), ("Teach (coming)", teach)])
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:

@@ -61,6 +61,8 @@ def embedded_service(settings: Settings) -> RunningService:
     with _embedded_lock:
         if _embedded is None or not _embedded.thread.is_alive():
             key = settings.api_key or SecretStr(secrets.token_urlsafe(24))
-            embedded = settings.model_copy(update={"allow_file_urls": True, "allow_private_hosts": True})
+            embedded = settings.model_copy(
+                update={"allow_file_urls": True, "allow_private_hosts": True, "usage_path": settings.usage_file}
+            )
             _embedded = start_in_thread(embedded, key)
         return _embedded
