@@ -19,7 +19,9 @@ from curation.sdk import Curation
 from curation.storage import AzureStorageConfig, LocalStorageConfig, StorageError
 from curation.validation import DatasetTooSmall
 
-app = typer.Typer(help="Curate image datasets: tag, embed, analyse and sample.", no_args_is_help=True)
+app = typer.Typer(
+    help="Curate image datasets: tag, embed, analyse and sample.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 console = Console()
 err = Console(stderr=True)
 KNOWN_ERRORS = (DatasetTooSmall, StorageError, ServiceError, DatasetNotFound, DemoDatasetProtected, ValueError)
@@ -290,7 +292,19 @@ def viewer(
 
 
 def main() -> None:
-    app()
+    """Entry point: an unexpected error is one line (set CURATION_DEBUG=1 for the traceback)."""
+    import os
+
+    try:
+        app()
+    except Exception as exc:  # known errors exit in the commands; this is the safety net
+        if os.environ.get("CURATION_DEBUG"):
+            raise
+        from curation.secrets import redact
+
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {redact(str(exc))}", highlight=False)
+        err.print("set CURATION_DEBUG=1 to see the traceback", highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -21,8 +21,16 @@ FILES_SCHEMA = pa.schema(
         pa.field("format", pa.string()),
         pa.field("thumbnail", pa.string()),  # relative to the data root; null when the image did not decode
         pa.field("error", pa.string()),  # null on success
+        pa.field("content_hash", pa.string()),  # SHA-256 of the bytes, for exact duplicates
     ]
 )
+
+
+def shard_schema(signal_names: Iterable[str]) -> pa.Schema:
+    """A thumbnail shard (work/): the files columns plus the perceptual hash and quality signals of each image."""
+    fields = list(FILES_SCHEMA) + [pa.field("phash", pa.int64())]
+    fields += [pa.field(name, pa.float64()) for name in signal_names if name != "phash"]
+    return pa.schema(fields)
 
 
 def metadata_schema(categories: Iterable[str] = CATEGORIES) -> pa.Schema:

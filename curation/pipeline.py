@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation import registry
 from curation.client import InferenceClient, JobStatus
 from curation.ids import image_id_for
-from curation.parquet_io import FILES_SCHEMA, rows_to_table, write_table
+from curation.parquet_io import rows_to_table, shard_schema, write_table
 from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import Counts, DatasetRecord, DatasetType, Status
-from curation.results import write_results
+from curation.results import WrittenCounts, write_results
 from curation.settings import Settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage, sas_expiry
 from curation.taxonomy import DEFAULT_TAXONOMY
-from curation.thumbnails import thumbnail_rows
+from curation.thumbnails import signal_names, thumbnail_rows
 from curation.validation import ValidationReport, require_enough, validate_listing
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
@@ -88,7 +89,7 @@ def make_thumbnail_shard(
         return 0
     storage = open_storage(config, settings)
     rows = thumbnail_rows(blobs, storage.read_bytes, paths.thumbnail, settings.data_root, settings.thumbnail_size)
-    write_table(target, rows_to_table(rows, FILES_SCHEMA))
+    write_table(target, rows_to_table(rows, shard_schema(signal_names())))
     return len(rows)
 
 
@@ -104,23 +105,31 @@ def check_job(client: InferenceClient, dataset_id: str, settings: Settings) -> J
     return status
 
 
-def finish_dataset(client: InferenceClient, dataset_id: str, settings: Settings) -> DatasetRecord:
-    """Write the results Parquet and mark the dataset Completed with its counts."""
+def write_dataset_results(client: InferenceClient, dataset_id: str, settings: Settings) -> WrittenCounts:
+    """Write the results Parquet and record counts and models; the status changes in `complete_dataset`."""
     paths: DatasetPaths = dataset_paths(settings.data_root, dataset_id)
     record = registry.load(settings.data_root, dataset_id)
-    assert record.job_id is not None
+    if record.job_id is None:
+        raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
     written = write_results(paths, client.iter_results(record.job_id, settings.results_page_size), DEFAULT_TAXONOMY)
-    status = client.job_status(record.job_id)
     info = client.model_info()
     counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
-    failed_all = written.images > 0 and written.failed == written.images
-    return registry.update(
+    registry.update(
         settings.data_root,
         dataset_id,
-        status=Status.FAILED if failed_all else Status.COMPLETED,
-        failure_reason=f"all {written.images} images failed; first error: {written.first_error}" if failed_all else None,
         counts=counts,
         meta_model=info.get("model"),
         embedding_model=info.get("embedding_model") or record.embedding_model,
-        job_id=status.job_id,
     )
+    return written
+
+
+def complete_dataset(dataset_id: str, settings: Settings) -> DatasetRecord:
+    """Mark the dataset Completed, or Failed when every image failed (the reason names the first error)."""
+    record = registry.load(settings.data_root, dataset_id)
+    c = record.counts
+    if c.accepted > 0 and c.failed >= c.accepted:
+        first = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)["error"].drop_nulls()
+        reason = f"all {c.accepted} images failed; first error: {first[0] if len(first) else 'unknown'}"
+        return registry.mark_failed(settings.data_root, dataset_id, reason)
+    return registry.update(settings.data_root, dataset_id, status=Status.COMPLETED, failure_reason=None)

@@ -2,8 +2,9 @@
 
 The pipeline decodes each image once (for its thumbnail, possibly reduced by JPEG draft mode to a 256-512 px short
 side) and hands that decoded RGB image here. So that a signal means the same whatever scale the decoder chose, every
-signal is computed on a fixed-size working copy: the image is downscaled (never upscaled) until its long side is at
-most WORK_SIDE (256) px, and the perceptual hash on a 32 x 32 grayscale. Size and aspect ratio come from the full
+signal is computed on a fixed-size working copy: the image is downscaled (never upscaled) until its short side is at
+most WORK_SIDE (256 px, the smallest short side draft mode hands us) and its long side at most WORK_MAX_LONG (1024),
+and the perceptual hash on a 32 x 32 grayscale. Size and aspect ratio come from the full
 width and height the caller passes, not from the (possibly reduced) decoded image.
 
 Signals (all plain floats, except phash):
@@ -24,13 +25,16 @@ Signals (all plain floats, except phash):
 Flag thresholds, in relation to cleanvision's defaults (cleanvision 0.3, `ImagePropertyIssueManager`):
     dark             luma_p99 < 0.37: cleanvision's dark default (its 99th-percentile brightness < 0.37).
     overexposed      luma_p05 > 0.95: cleanvision's "light" default (1 - 5th-percentile brightness < 0.05).
-    blurry           blur < 40 and sharpness < 0.01, and not flat (contrast < 0.02), low_information or dark, which
-                     have their own flags. cleanvision scores the std of FIND_EDGES at a 64 px long side
-                     (1 - exp(-0.01 std) < 0.17, plus a dark penalty). Ours was calibrated on the 199 real road photos
-                     of shared/datasets/real-dev: it flags 182 of their GaussianBlur(radius 4) copies, 148 of the
-                     radius-2 copies and 8 of the originals (all dense fog); blur < 40 alone flagged 26 originals.
+    blurry           blur < 8 (next to no edges at any contrast), or blur < 40 and sharpness < 0.005 (few edges for
+                     the contrast there is); never when flat (contrast < 0.02), low_information or dark, which have
+                     their own flags. Blur is judged at the working scale: a blur far below one working pixel (say
+                     radius 4 on a 4000 px photo) is invisible in a 256 px view and is not flagged.
+                     cleanvision scores the std of FIND_EDGES at a 64 px long side (1 - exp(-0.01 std) < 0.17,
+                     plus a dark penalty). Ours was calibrated on the 199 real road photos
+                     of shared/datasets/real-dev: it flags 198 of their GaussianBlur(radius 4) copies, 154 of the
+                     radius-2 copies and 10 of the originals (all dense fog); blur < 40 alone flagged 34 originals.
     low_information  entropy < 3.0 bits: cleanvision's default is 0.1 x entropy < 0.3, i.e. 3.0 bits (of Pillow's
-                     RGB histogram; ours is the luma histogram, about log2(3) bits stricter for grey images).
+                     RGB histogram; ours is of luma, so for a grey image it flags up to log2(3) = 1.6 bits more).
     grayscale        chroma_p99 < 0.02 (5/255: tolerates JPEG chroma noise). cleanvision looks at the file's mode
                      ("L"); images here are decoded to RGB, so the pixels decide.
     odd_aspect_ratio aspect_ratio < 0.35: cleanvision's default.
@@ -47,14 +51,16 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dct
 
-WORK_SIDE = 256  # long side of the working copy every pixel signal is computed on
+WORK_SIDE = 256  # short side of the working copy every pixel signal is computed on
+WORK_MAX_LONG = 1024  # and its longest side, for extreme aspect ratios
 PHASH_SIDE = 32  # the hash is taken from the 8 x 8 lowest frequencies of a 32 x 32 DCT
 PHASH_BITS = 8
 
 DARK_LUMA_P99 = 0.37
 OVEREXPOSED_LUMA_P05 = 0.95
 BLURRY_LAPLACIAN_VAR = 40.0
-BLURRY_SHARPNESS = 0.01
+BLURRY_SHARPNESS = 0.005
+BLURRY_LAPLACIAN_VAR_FLOOR = 8.0
 BLURRY_MIN_CONTRAST = 0.02
 LOW_INFORMATION_ENTROPY = 3.0
 GRAYSCALE_CHROMA_P99 = 0.02
@@ -66,11 +72,11 @@ ODD_SIZE_RATIO = 10.0
 FLAGS = ("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_aspect_ratio", "odd_size")
 
 def _working_copy(img: Image.Image) -> Image.Image:
-    """RGB, downscaled (never upscaled) so that the long side is at most WORK_SIDE."""
+    """RGB, downscaled (never upscaled) to a short side of at most WORK_SIDE, long side at most WORK_MAX_LONG."""
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
-    scale = WORK_SIDE / max(w, h, 1)
+    scale = min(WORK_SIDE / max(min(w, h), 1), WORK_MAX_LONG / max(w, h, 1))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -165,7 +171,9 @@ def quality_flags(
         flags.append("overexposed")
     low_information = signals["entropy"] < LOW_INFORMATION_ENTROPY
     flat = signals["contrast"] < BLURRY_MIN_CONTRAST
-    soft = signals["blur"] < BLURRY_LAPLACIAN_VAR and signals["sharpness"] < BLURRY_SHARPNESS
+    blur = signals["blur"]
+    few_edges = blur < BLURRY_LAPLACIAN_VAR and signals["sharpness"] < BLURRY_SHARPNESS
+    soft = blur < BLURRY_LAPLACIAN_VAR_FLOOR or few_edges
     if soft and not (flat or low_information or "dark" in flags):
         flags.append("blurry")
     if low_information:

@@ -20,7 +20,6 @@ from curation.taxonomy import Taxonomy
 class WrittenCounts:
     images: int
     failed: int
-    first_error: str | None = None
 
 
 def _metadata_row(image_id: str, tags: dict[str, Any] | None, taxonomy: Taxonomy) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def read_thumbnail_shards(paths: DatasetPaths) -> pa.Table:
     shards = sorted(paths.work.glob("thumbnails-*.parquet"))
     if not shards:
         return FILES_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(s, schema=FILES_SCHEMA) for s in shards])
+    return pa.concat_tables([pq.read_table(s, columns=FILES_SCHEMA.names).cast(FILES_SCHEMA) for s in shards])
 
 
 def write_results(paths: DatasetPaths, pages: Iterable[list[dict[str, Any]]], taxonomy: Taxonomy) -> WrittenCounts:
@@ -73,8 +72,7 @@ def write_results(paths: DatasetPaths, pages: Iterable[list[dict[str, Any]]], ta
     write_table(paths.metadata, rows_to_table(meta_rows, metadata_schema(taxonomy.categories)))
     write_embeddings(paths, ids, np.asarray(vectors, dtype=np.float32))
     write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
-    first_error = next((row["error"] for row in files if row["error"]), None)
-    return WrittenCounts(images=len(files), failed=failed, first_error=first_error)
+    return WrittenCounts(images=len(files), failed=failed)
 
 
 def write_embeddings(paths: DatasetPaths, ids: list[str], matrix: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from curation.client import JobStatus, connect
 from curation.registry import DatasetRecord, DatasetType
 from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
+from curation.results import WrittenCounts
 from curation.validation import ValidationReport
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
@@ -95,12 +96,20 @@ def poll_job(dataset_id: str) -> JobStatus:
 
 
 @task(name="write-results", retries=2, retry_delay_seconds=5, **PRIVATE)
-def write_results(dataset_id: str) -> DatasetRecord:
-    """Write files, metadata and embeddings Parquet, and mark the dataset Completed."""
+def write_results(dataset_id: str) -> WrittenCounts:
+    """Write files, metadata and embeddings Parquet from the job's results, in pages."""
     settings = get_settings()
     with connect(settings) as client:
-        record = pipeline.finish_dataset(client, dataset_id, settings)
-    get_run_logger().info("dataset %s Completed: %d processed, %d failed", dataset_id, record.counts.processed, record.counts.failed)
+        written = pipeline.write_dataset_results(client, dataset_id, settings)
+    get_run_logger().info("dataset %s: results written, %d images, %d failed", dataset_id, written.images, written.failed)
+    return written
+
+
+@task(name="complete-dataset", **PRIVATE)
+def complete_dataset(dataset_id: str) -> DatasetRecord:
+    """Mark the dataset Completed (or Failed when every image failed)."""
+    record = pipeline.complete_dataset(dataset_id, get_settings())
+    get_run_logger().info("dataset %s %s", dataset_id, record.status.value)
     return record
 
 

@@ -13,6 +13,7 @@ import pytest
 from curation import Curation, DatasetTooSmall
 from curation.paths import dataset_paths, datasets_dir
 from curation.storage import open_storage
+from tests.images import jpeg_bytes
 from tests.integration.helpers import azure_config, new_container, upload_images
 
 
@@ -36,6 +37,7 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     container.upload_blob("drive/corrupt.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg")
     container.upload_blob("drive/notes.txt", b"not an image")
     container.upload_blob("drive/empty.png", b"")
+    container.upload_blob("drive/copy_of_img_0001.jpg", jpeg_bytes(1))  # a planted exact duplicate
     config = azure_config(azurite, container, prefix="drive/")
 
     cr = Curation(settings=settings)
@@ -44,7 +46,7 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     assert cr.tracing_curation_task(dataset_id=dataset_id, tracing=True) == "Completed"
 
     record = cr.get_dataset(dataset_id)
-    assert (record.counts.found, record.counts.accepted, record.counts.failed) == (36, 34, 1)
+    assert (record.counts.found, record.counts.accepted, record.counts.failed) == (37, 35, 1)
     assert record.counts.rejected == {"unsupported extension '.txt'": 1, "empty (0 bytes)": 1}
     assert record.storage["container_name"] == container.container_name
     assert record.meta_model == "cpu-rules-v1" and record.embedding_model == "cpu-descriptor-v1"
@@ -53,15 +55,23 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     files = pl.read_parquet(paths.files)
     metadata = pl.read_parquet(paths.metadata)
     embeddings = pl.read_parquet(paths.embeddings)
-    assert sorted(files["blob_name"]) == sorted([*names, "drive/corrupt.jpg"])
-    assert metadata.height == 34 and embeddings.height == 33
+    assert sorted(files["blob_name"]) == sorted([*names, "drive/corrupt.jpg", "drive/copy_of_img_0001.jpg"])
+    assert metadata.height == 35 and embeddings.height == 34
     corrupt = files.filter(pl.col("blob_name") == "drive/corrupt.jpg").join(metadata, on="image_id")
     assert corrupt["error"][0] and corrupt["thumbnail"][0] is None
     assert corrupt.select("time", "weather", "road", "location").row(0) == (None, None, None, None)
     good = files.filter(pl.col("error").is_null())
-    assert good.height == 33 and set(good["width"]) == {160} and set(good["height"]) == {120}
+    assert good.height == 34 and set(good["width"]) == {160} and set(good["height"]) == {120}
     assert set(good["format"]) == {"jpeg", "png"}
     assert all((settings.data_root / t).is_file() for t in good["thumbnail"])
+
+    # Analytics and sampling follow the results: the planted copy is an exact duplicate of its original.
+    analytics = pl.read_parquet(paths.analytics).join(files.select("image_id", "blob_name"), on="image_id")
+    assert analytics.height == 35
+    pair = analytics.filter(pl.col("blob_name").is_in(["drive/img_0001.jpg", "drive/copy_of_img_0001.jpg"]))
+    assert pair["duplicate_kind"].to_list() == ["exact", "exact"] and pair["duplicate_group"].n_unique() == 1
+    sampling = pl.read_parquet(paths.sampling)
+    assert sorted(sampling["keep_rank"]) == list(range(34))  # every processed image, once
 
     # The secrets appear nowhere: data root, logs, console, Prefect's database.
     key = azurite.account_key

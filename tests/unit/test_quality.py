@@ -11,11 +11,14 @@ from curation.quality import FLAGS, image_signals, phash, quality_flags, quality
 
 
 def scene(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A sharp, colourful test scene: random coloured blocks, a sky gradient and some noise."""
+    """A sharp, colourful, photo-like test scene: coloured blocks at several scales (detail at every size, as in
+    a photograph), a sky gradient and some noise."""
     rng = np.random.default_rng(seed)
     w, h = size
-    blocks = rng.integers(30, 225, (h // 24 + 1, w // 24 + 1, 3))
-    pixels = np.kron(blocks, np.ones((24, 24, 1)))[:h, :w].astype(np.float64)
+    pixels = np.full((h, w, 3), 128.0)
+    for cell, amplitude in ((96, 60.0), (24, 40.0), (6, 25.0), (2, 15.0)):
+        blocks = rng.normal(0, amplitude, (h // cell + 1, w // cell + 1, 3))
+        pixels += np.kron(blocks, np.ones((cell, cell, 1)))[:h, :w]
     pixels[: h // 3] = np.linspace(90, 200, w)[None, :, None] * np.array([0.6, 0.8, 1.0])
     pixels += rng.normal(0, 6, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -64,7 +67,8 @@ def test_signals_do_not_depend_on_the_decoded_scale():
         assert quality_flags(s, 1600, 1200) == []
         assert hamming(s["phash"], phash(big)) <= 2
         assert abs(s["brightness"] - image_signals(big, 1600, 1200)["brightness"]) < 0.01
-    blurred = big.filter(ImageFilter.GaussianBlur(8))
+    blurred = big.filter(ImageFilter.GaussianBlur(16))  # radius 4 once brought down to a 400 px decode
+    assert "blurry" in flags_of(blurred, (1600, 1200))
     assert "blurry" in flags_of(blurred.reduce(4), (1600, 1200))
 
 
@@ -79,7 +83,7 @@ def test_black_is_dark_and_white_is_overexposed():
 
 def test_dim_but_lit_night_scene_is_not_dark():
     night = np.asarray(scene(3), dtype=np.float64) * 0.15
-    night[200:230, 300:340] = 250  # a street lamp
+    night[200:260, 300:380] = 250  # a street lamp and the patch of road it lights (1.6 % of the frame)
     assert "dark" not in flags_of(Image.fromarray(night.astype(np.uint8)))
 
 

@@ -1,0 +1,66 @@
+"""Whole-dataset analytics over a written dataset: reads its tables, runs curation.analytics, writes analytics.parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from curation.analytics import analyse, analytics_table
+from curation.parquet_io import write_table
+from curation.paths import DatasetPaths, dataset_paths
+from curation.quality import FLAGS
+from curation.thumbnails import signal_names
+
+
+def _shards(paths: DatasetPaths) -> pl.DataFrame:
+    tables = [pq.read_table(s) for s in sorted(paths.work.glob("thumbnails-*.parquet"))]
+    return pl.concat([pl.from_arrow(t) for t in tables], how="diagonal_relaxed") if tables else pl.DataFrame()
+
+
+def analyse_dataset(root: Path, dataset_id: str, k: int = 10) -> dict[str, Any]:
+    """Anomaly scores, similar images, duplicate groups and quality flags for every image of the dataset.
+
+    Pixels are not decoded again: quality signals, content hashes and perceptual hashes were measured when
+    the thumbnails were made. Images that failed inference have no embedding; they still get quality flags.
+
+    Returns:
+        A summary: images, duplicate groups and images in them, and the number of images per quality flag.
+    """
+    paths = dataset_paths(root, dataset_id)
+    files = pl.read_parquet(paths.files, columns=["image_id", "width", "height"])
+    shards = _shards(paths)
+    embeddings = pl.read_parquet(paths.embeddings, columns=["image_id", "embedding"])
+    frame = files.join(embeddings, on="image_id", how="left", maintain_order="left")
+    if shards.height:
+        wanted = dict.fromkeys(("content_hash", "phash", *signal_names()))  # ordered, without repeats
+        extra = [c for c in wanted if c in shards.columns and c not in frame.columns]
+        frame = frame.join(shards.select("image_id", *extra), on="image_id", how="left", maintain_order="left")
+    dim = embeddings["embedding"].dtype.size if embeddings.height else 1  # type: ignore[attr-defined]
+    matrix = np.zeros((frame.height, dim), dtype=np.float32)
+    has = frame["embedding"].is_not_null().to_numpy()
+    if has.any():
+        matrix[has] = np.asarray(frame.filter(pl.col("embedding").is_not_null())["embedding"].to_numpy(), np.float32)
+    names = [c for c in signal_names() if c in frame.columns and c != "phash"]
+    signals = frame.select(*names, "width", "height") if names else None
+    result = analyse(
+        frame["image_id"].to_list(),
+        matrix,
+        content_hash=frame["content_hash"].to_list() if "content_hash" in frame.columns else None,
+        phash=frame["phash"].to_list() if "phash" in frame.columns else None,
+        signals=signals,
+        k=k,
+    )
+    write_table(paths.analytics, analytics_table(result))
+    grouped = result.filter(pl.col("duplicate_group").is_not_null())
+    flags = result.select(pl.col("quality_flags").explode()).drop_nulls()["quality_flags"].value_counts()
+    per_flag = {f: int(flags.filter(pl.col("quality_flags") == f)["count"].sum()) for f in FLAGS}
+    return {
+        "images": result.height,
+        "duplicate_groups": grouped["duplicate_group"].n_unique(),
+        "images_in_duplicate_groups": grouped.height,
+        "quality_flags": per_flag,
+    }
