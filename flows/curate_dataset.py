@@ -14,6 +14,7 @@ from curation.registry import DatasetType
 from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, LocalStorageConfig
 from flows.track_curation import track_curation
+from tasks.dataset_tasks import publish_report
 from tasks.curation_tasks import (
     check_service,
     list_images,
@@ -62,5 +63,6 @@ def curate_dataset(
             track_curation(record.id, tracing=True)
     except BaseException as exc:
         mark_failed(record.id, f"{type(exc).__name__}: {exc}")
+        publish_report(record.id, None)
         raise
     return record.id

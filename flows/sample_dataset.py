@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow
+from pydantic import Field
 
 from tasks.dataset_tasks import compute_sampling
 
 
 @flow(name="sample-dataset")
-def sample_dataset(dataset_id: str, seed: int = 0, strategy: Literal["stratified", "random"] = "stratified") -> dict[str, Any]:
+def sample_dataset(
+    dataset_id: Annotated[str, Field(description="A Completed dataset")],
+    seed: Annotated[int, Field(description="Seed of the order; the same inputs and seed give the same order")] = 0,
+    strategy: Annotated[
+        Literal["stratified", "random"], Field(description="stratified keeps the distribution; random for comparison")
+    ] = "stratified",
+) -> dict[str, Any]:
     """Write the dataset's sampling order (joint strata, diverse inside) and its fidelity report; returns the report."""
     return compute_sampling(dataset_id, seed, strategy)

@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
+from pydantic import Field
 
 from curation import registry
 from curation.client import ServiceError
 from curation.registry import Status
 from curation.settings import get_settings
 from flows.sample_dataset import sample_dataset
-from tasks.dataset_tasks import analyse_dataset
+from tasks.dataset_tasks import analyse_dataset, publish_report
 from tasks.curation_tasks import complete_dataset, mark_failed, poll_job, write_results
 
 
 @flow(name="track-curation", log_prints=False)
-def track_curation(dataset_id: str, tracing: bool = True) -> str:
+def track_curation(
+    dataset_id: Annotated[str, Field(description="The dataset id that curate-dataset returned")],
+    tracing: Annotated[bool, Field(description="Poll until the end (true) or make one status request (false)")] = True,
+) -> str:
     """Poll the dataset's job until it ends, write its results, analytics and sampling order; returns the dataset status."""
     settings = get_settings()
     record = registry.load(settings.data_root, dataset_id)
     if record.status != Status.PROCESSING:
         return record.status.value
+    status = _follow_job(dataset_id, tracing, settings.poll_interval_s)
+    if status is None:
+        return Status.PROCESSING.value
+    seconds = (datetime.now(UTC) - record.created).total_seconds()
+    publish_report(dataset_id, seconds)
+    return status
+
+
+def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
+    """Poll until the job ends and finish the dataset; None when not tracing and the job is still running."""
     while True:
         try:
             status = poll_job(dataset_id)
         except ServiceError as exc:  # transient failures already retried for the whole budget
-            mark_failed(dataset_id, f"inference service unavailable: {exc}")
-            return Status.FAILED.value
+            return mark_failed(dataset_id, f"inference service unavailable: {exc}").status.value
         if status.status == "Completed":
             written = write_results(dataset_id)
             if written.failed < written.images:
@@ -35,8 +50,8 @@ def track_curation(dataset_id: str, tracing: bool = True) -> str:
                 sample_dataset(dataset_id)
             return complete_dataset(dataset_id).status.value
         if status.status == "Failed":
-            mark_failed(dataset_id, f"inference job {status.job_id} failed: {status.reason or 'no reason given'}")
-            return Status.FAILED.value
+            reason = f"inference job {status.job_id} failed: {status.reason or 'no reason given'}"
+            return mark_failed(dataset_id, reason).status.value
         if not tracing:
-            return Status.PROCESSING.value
-        time.sleep(settings.poll_interval_s)
+            return None
+        time.sleep(interval)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from curation import dataset_analytics, subsets
+from curation.run_report import report_markdown, run_report
 from curation.settings import get_settings
 
 
@@ -27,3 +28,22 @@ def analyse_dataset(dataset_id: str) -> dict[str, Any]:
         summary["images"], summary["duplicate_groups"], {k: v for k, v in summary["quality_flags"].items() if v},
     )
     return summary
+
+
+@task(name="publish-report", persist_result=False)
+def publish_report(dataset_id: str, seconds: float | None) -> dict[str, Any]:
+    """Publish the run's Markdown artifact and emit curation.dataset.completed (or .failed) for downstream flows."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.events import emit_event
+
+    report = run_report(get_settings().data_root, dataset_id, seconds)
+    create_markdown_artifact(
+        key=f"curation-{dataset_id}", markdown=report_markdown(report), description=f"Curation of {report['name']}"
+    )
+    outcome = "completed" if report["status"] == "Completed" else "failed"
+    emit_event(
+        event=f"curation.dataset.{outcome}",
+        resource={"prefect.resource.id": f"curation.dataset.{dataset_id}", "prefect.resource.name": report["name"]},
+        payload={"dataset_id": dataset_id, "status": report["status"], "counts": report["counts"]},
+    )
+    return report

@@ -20,7 +20,7 @@ def test_deployments_match_their_flows():
         assert deployment["work_pool"]["name"] == "curation-process"
         assert flow.description, "Prefect's UI shows the flow docstring"
         names.add(flow.name)
-    assert names == {"curate-dataset", "track-curation"}
+    assert names == {"curate-dataset", "track-curation", "sample-dataset"}
 
 
 def test_flow_parameters_hold_no_secret_fields():
