@@ -1,4 +1,5 @@
-"""Read-only helpers for the dashboard: load a dataset's tables, filter, count, page, sample and decimate.
+"""Helpers for the dashboard: load a dataset's tables, filter, count, page, sample and decimate (read-only), and
+collect teach-by-example labels and run curation.teach on them (the only writes).
 
 Pure polars functions (plus a few file reads), so everything the dashboard shows can be tested without a browser.
 A category selection maps a category to the classes kept, "None" (``NONE_LABEL``) standing for a null tag: classes
@@ -8,18 +9,24 @@ are OR-ed within a category and categories AND-ed; a category absent from the se
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from curation.paths import DatasetPaths
+from curation.atomic import write_text_atomic
+from curation import teach
+from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import DatasetRecord
 from curation.sampling import NONE_LABEL, sample_ids
+from curation.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
 
 Selections = Mapping[str, Sequence[str | None]]
@@ -239,3 +246,105 @@ def usage_by_day(usage: pl.DataFrame) -> pl.DataFrame:
     return per_day.unpivot(index=["day", "model"], on=["processed", "failed"], variable_name="kind", value_name="images").sort(
         "day", "model", "kind"
     )
+
+
+# -- teach by example: labels picked in the dashboard ---------------------------------------------------------
+Label = dict[str, str]  # image_id, file (blob name), category, class
+
+
+def add_labels(
+    pending: Sequence[Label], images: Iterable[tuple[str, str]], category: str, cls: str,
+    taxonomy: Taxonomy = DEFAULT_TAXONOMY,
+) -> list[Label]:
+    """`pending` plus `cls` for `category` on every (image_id, file); a new label replaces one of the same image
+    and category. Raises ValueError for a category or class word the taxonomy does not know (None is not a class:
+    an image without a label simply stays unlabelled)."""
+    if category not in taxonomy.classes:
+        raise ValueError(f"unknown category {category!r} (known: {', '.join(taxonomy.categories)})")
+    if cls not in taxonomy.classes[category]:
+        raise ValueError(f"{cls!r} is not a {category} class (allowed: {', '.join(taxonomy.classes[category])})")
+    out = {(label["image_id"], label["category"]): label for label in pending}
+    for image_id, file in images:
+        out.pop((image_id, category), None)  # re-labelled images move to the end, the newest labels last
+        out[(image_id, category)] = {"image_id": image_id, "file": file, "category": category, "class": cls}
+    return list(out.values())
+
+
+def label_counts(pending: Sequence[Label]) -> dict[str, dict[str, int]]:
+    """Labelled images per category and class, in first-seen order."""
+    out: dict[str, dict[str, int]] = {}
+    for label in pending:
+        classes = out.setdefault(label["category"], {})
+        classes[label["class"]] = classes.get(label["class"], 0) + 1
+    return out
+
+
+def labels_csv_text(pending: Sequence[Label], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
+    """The labels as `curation.teach`'s CSV: one row per image, `file` = the image id (unambiguous whatever the
+    blob name looks like), `blob_name` for people (teach ignores it), one column per category (blank = unknown)."""
+    rows: dict[str, dict[str, str]] = {}
+    for label in pending:
+        row = rows.setdefault(label["image_id"], {"file": label["image_id"], "blob_name": label["file"]})
+        row[label["category"]] = label["class"]
+    out = io.StringIO()
+    fields = ["file", "blob_name", *taxonomy.categories]
+    writer = csv.DictWriter(out, fieldnames=fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows.values())
+    return out.getvalue()
+
+
+def teach_labels_path(paths: DatasetPaths, now: datetime | None = None) -> Path:
+    """A new teach-labels-<UTC timestamp>.csv in the dataset's folder (never an existing file)."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    path = paths.dir / f"teach-labels-{stamp}.csv"
+    n = 1
+    while path.exists():
+        n += 1
+        path = paths.dir / f"teach-labels-{stamp}-{n}.csv"
+    return path
+
+
+def teach_from_labels(root: Path, dataset_id: str, pending: Sequence[Label], min_per_class: int = 2) -> dict[str, Any]:
+    """Write the labels CSV under the dataset, teach (curation.teach), then recompute the sampling order so its
+    strata follow the new tags. The CSV stays beside the dataset's tables as the record of what was taught (it is
+    removed again when teaching fails). Returns teach's summary plus `labels_csv` and `sampling_error` (None when the
+    sampling was recomputed). Raises ValueError when there is nothing to teach (teach's own errors included)."""
+    if not pending:
+        raise ValueError("no labels yet: pick a category and a class, then label an image or a page")
+    paths = dataset_paths(root, dataset_id)
+    csv_path = teach_labels_path(paths)
+    write_text_atomic(csv_path, labels_csv_text(pending))
+    try:
+        summary = teach.teach(root, dataset_id, csv_path, min_per_class=min_per_class)
+    except Exception:
+        csv_path.unlink(missing_ok=True)  # nothing was taught from it: keep only the CSVs of real runs
+        raise
+    try:
+        sample_dataset(root, dataset_id)
+        sampling_error = None
+    except Exception as exc:  # the tags are taught either way; say the sampling is stale
+        sampling_error = f"{exc.__class__.__name__}: {exc}"
+    return {**summary, "labels_csv": str(csv_path), "sampling_error": sampling_error}
+
+
+def teach_summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Plain-text lines telling what a teach run did (the view escapes them)."""
+    lines = [f"Taught {summary['meta_model']} (was {summary['previous_meta_model']}); every image re-tagged."]
+    for category, info in summary["categories"].items():
+        labelled = ", ".join(f"{c} {n}" for c, n in info["labelled"].items())
+        tagged = ", ".join(f"{c} {n:,}" for c, n in info.get("tagged", {}).items())
+        accuracy = info["train_accuracy"]
+        lines.append(f"{category}: {labelled} labelled; training accuracy {accuracy:.0%}; tags now {tagged}.")
+        if info.get("ignored_classes"):
+            few = ", ".join(f"{c} {n}" for c, n in info["ignored_classes"].items())
+            lines.append(f"{category}: not learnt (too few labels): {few}.")
+    for category, reason in summary.get("skipped", {}).items():
+        if reason != "no labels":
+            lines.append(f"{category} not taught: {reason}.")
+    if summary.get("unmatched_files"):
+        lines.append(f"{len(summary['unmatched_files'])} labelled file(s) matched no image.")
+    if summary.get("sampling_error"):
+        lines.append(f"The sampling order could not be recomputed ({summary['sampling_error']}); "
+                     "it still follows the old tags.")
+    return lines

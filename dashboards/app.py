@@ -15,14 +15,14 @@ from dashboards.embedding_view import EmbeddingView
 from dashboards.filters_view import FiltersView, SamplingView, SaveView, summary_html
 from dashboards.gallery_view import GalleryView, QuickFileView
 from dashboards.store import DataStore
+from dashboards.teach_view import TeachView
 from dashboards.usage_view import UsageView
 
-TEACH_TEXT = "Teach arrives with the teach command; it is not available yet."
 EXTENSIONS = ("plotly", "tabulator")
 
 
 class CurateView:
-    """The curation page of the open dataset: controls left, gallery / 3D / distribution centre, QFV right."""
+    """The curation page of the open dataset: controls left, teach + gallery / 3D / distribution centre, QFV right."""
 
     def __init__(self, store: DataStore) -> None:
         self.store = store
@@ -30,6 +30,7 @@ class CurateView:
         self.filters, self.sampling, self.save = FiltersView(store), SamplingView(store), SaveView(store)
         self.gallery, self.embedding, self.distribution = GalleryView(store), EmbeddingView(store), DistributionView(store)
         self.qfv = QuickFileView(store)
+        self.teach = TeachView(store)
         self.tabs = pn.Tabs(("Gallery", self.gallery.panel), ("3D embedding", self.embedding.panel),
                             ("Distribution", self.distribution.panel), sizing_mode="stretch_width", dynamic=False)
         self.tabs.param.watch(self._tab, "active")
@@ -37,7 +38,7 @@ class CurateView:
         controls = pn.Column(self.sampling.panel, self.filters.panel, self.save.panel, width=230, margin=(0, 10, 0, 0))
         self.qfv_column = pn.Column(self.qfv.panel, width=290, visible=False, styles={"border-left": "1px solid #dee2e6", "padding-left": "8px"})
         store.param.watch(lambda e: setattr(self.qfv_column, "visible", bool(e.new)), "selected_image")
-        self.body = pn.Row(controls, pn.Column(self.tabs, sizing_mode="stretch_width"), self.qfv_column, sizing_mode="stretch_width", visible=False)
+        self.body = pn.Row(controls, pn.Column(self.teach.panel, self.tabs, sizing_mode="stretch_width"), self.qfv_column, sizing_mode="stretch_width", visible=False)
         self.panel = pn.Column(self.summary, self.body, sizing_mode="stretch_width")
 
     def _tab(self, event: Any) -> None:
@@ -69,8 +70,7 @@ def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.t
 
     datasets = DatasetsView(store, on_open=open_dataset)
     usage = UsageView(usage_path or settings.usage_path or Path(store.root) / "usage.json")
-    teach = html_pane(message(TEACH_TEXT, "info"), sizing_mode="stretch_width")
-    tabs.extend([("Datasets", datasets.panel), ("Curate", curate.panel), ("Usage", usage.panel), ("Teach (coming)", teach)])
+    tabs.extend([("Datasets", datasets.panel), ("Curate", curate.panel), ("Usage", usage.panel)])
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         datasets.start_refresh()
     template = pn.template.FastListTemplate(

@@ -21,6 +21,7 @@ from curation.paths import dataset_paths
 from curation.registry import DatasetRecord, Status
 from curation.subsets import save_subset
 from curation.viewer_data import (
+    add_labels,
     apply_filters,
     class_options,
     decimate,
@@ -32,6 +33,7 @@ from curation.viewer_data import (
     page_bounds,
     page_rows,
     restricted_filters,
+    teach_from_labels,
     thumbnail_data_uri,
 )
 
@@ -69,6 +71,7 @@ class DataStore(param.Parameterized):
     fraction = param.Number(default=1.0, bounds=(0.0, 1.0), doc="Sampling level.")
     page = param.Integer(default=1, bounds=(1, None))
     selected_image = param.String(default=None, allow_None=True, doc="The image in the quick file view.")
+    pending_labels = param.List(default=[], doc="Labels not taught yet: dicts of image_id, file, category, class.")
 
     def __init__(self, root: Path, **params: Any) -> None:
         super().__init__(**params)
@@ -95,13 +98,14 @@ class DataStore(param.Parameterized):
             fraction=1.0,
             page=1,
             selected_image=None,
+            pending_labels=[],
         )
         return record
 
     def delete(self, dataset_id: str) -> None:
         registry.delete(self.root, dataset_id)
         if dataset_id == self.dataset_id:
-            self.param.update(dataset_id=None, selected_image=None)
+            self.param.update(dataset_id=None, selected_image=None, pending_labels=[])
 
     def results_file(self, dataset_id: str) -> io.BytesIO:
         return io.BytesIO(json.dumps(results_json(self.root, dataset_id), indent=2, default=str).encode("utf-8"))
@@ -190,3 +194,37 @@ class DataStore(param.Parameterized):
             raise ValueError("give the new dataset a name")
         filters = restricted_filters(self.selections)
         return save_subset(self.root, self.dataset_id, name, fraction=self.fraction, filters=filters or None)
+
+    # -- teach by example -----------------------------------------------------------------------------------------
+    def label(self, scope: str, category: str, cls: str) -> int:
+        """Label the selected image (scope "image") or every image of the current gallery page (scope "page") as
+        `cls` for `category`; returns how many images were labelled. Raises ValueError when there is none."""
+        if self.dataset_id is None:
+            raise ValueError("open a dataset first")
+        if scope == "image":
+            if not self.selected_image:
+                raise ValueError("no image selected: click a thumbnail first")
+            rows = self.images.filter(pl.col("image_id") == self.selected_image)
+        elif scope == "page":
+            page, *_ = self.page_info()
+            rows = page_rows(self.filtered, page, PER_PAGE)
+        else:
+            raise ValueError(f"unknown label scope {scope!r}")
+        images = list(rows.select("image_id", "blob_name").iter_rows())
+        if not images:
+            raise ValueError("no images on this page" if scope == "page" else "the selected image is not in the dataset")
+        self.pending_labels = add_labels(self.pending_labels, images, category, cls)
+        return len(images)
+
+    def clear_labels(self) -> None:
+        self.pending_labels = []
+
+    def teach(self) -> dict[str, Any]:
+        """Teach from the pending labels, recompute the sampling order, and reload the dataset (its tags changed)."""
+        if self.dataset_id is None:
+            raise ValueError("open a dataset first")
+        summary = teach_from_labels(self.root, self.dataset_id, self.pending_labels)
+        self._derived = {}
+        self.pending_labels = []
+        self.param.trigger("dataset_id")  # every view re-reads the dataset; _load sees the new files' mtimes
+        return summary

@@ -14,6 +14,7 @@ from curation.analytics import analyse, analytics_table
 from curation.ids import image_id_for
 from curation.parquet_io import FILES_SCHEMA, embeddings_schema, metadata_schema, rows_to_table, write_table
 from curation.paths import dataset_paths
+from curation.quality import image_signals
 from curation.registry import Counts, DatasetType, Status
 from curation.results import write_embeddings
 from curation.sampling import compute_sampling, sampling_table
@@ -21,13 +22,36 @@ from curation.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_CLASSES
 
 
-def _thumbnail(path: Path, seed: int) -> None:
+DARK_EVERY = 10  # every 10th image (i % 10 == 3) is a near-black frame, so analytics flags it "dark"
+GRAY_EVERY = 10  # and i % 10 == 7 a grey one ("grayscale")
+
+
+def _thumbnail(path: Path, seed: int, look: str = "colour") -> Image.Image:
     rng = np.random.default_rng(seed)
     top, bottom = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
     ramp = np.linspace(0, 1, 96)[:, None, None]
-    pixels = (top * (1 - ramp) + bottom * ramp + rng.normal(0, 10, (96, 128, 3))).clip(0, 255).astype(np.uint8)
+    pixels = top * (1 - ramp) + bottom * ramp + rng.normal(0, 10, (96, 128, 3))
+    if look == "dark":
+        pixels = pixels * 0.12
+    elif look == "gray":
+        pixels = pixels.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, format="JPEG", quality=80)
+    image.save(path, format="JPEG", quality=80)
+    return image
+
+
+def _look(i: int) -> str:
+    return "dark" if i % DARK_EVERY == 3 else "gray" if i % GRAY_EVERY == 7 else "colour"
+
+
+def _separable_embeddings(rng: np.random.Generator, tags: list[str | None], dim: int) -> np.ndarray:
+    """Unit vectors clustered by tag (one centre per value), so a probe taught on a few of them generalises."""
+    values = sorted({t or "" for t in tags})
+    centres = rng.standard_normal((len(values), dim)) * 2.0
+    code = np.array([values.index(t or "") for t in tags])
+    matrix = (centres[code] + rng.standard_normal((len(tags), dim)) * 0.5).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
 def _labels(rng: np.random.Generator, n: int) -> dict[str, list[str | None]]:
@@ -53,8 +77,10 @@ def build_dataset(
     """A Completed dataset of n images under root; returns its id.
 
     shared_thumbnails=k makes only k JPEGs that every row points to (for 100k-row benches); 0 makes one per image.
-    Small sets use the library end to end (write_embeddings' layout, analyse, sample_dataset); large ones write
-    a synthetic layout and a shuffle sampling order so building stays quick.
+    Small sets use the library end to end (write_embeddings' layout, analyse with quality signals measured on the
+    thumbnails, sample_dataset); large ones write a synthetic layout and a shuffle sampling order so building
+    stays quick. Embeddings cluster by the `time` tag, so teaching `time` from a few labels works.
+    Per-image thumbnails: every 10th is dark (flagged "dark"), another every 10th grey ("grayscale").
     """
     rng = np.random.default_rng(seed)
     record = registry.register(root, name, type=kind, meta_model="cpu-rules", embedding_model="cpu-216")
@@ -65,12 +91,15 @@ def build_dataset(
     for k, path in enumerate(shared):
         _thumbnail(path, seed * 1000 + k)
     files = []
+    signals = []
     for i, (blob, image_id) in enumerate(zip(names, ids, strict=True)):
         if shared:
             thumb = shared[i % len(shared)]
         else:
             thumb = paths.thumbnail(image_id)
-            _thumbnail(thumb, seed * 100_000 + i)
+            image = _thumbnail(thumb, seed * 100_000 + i, _look(i))
+            if analytics and n <= 2000:
+                signals.append(image_signals(image, 1280, 720))
         files.append({"image_id": image_id, "blob_name": blob, "size": int(rng.integers(50_000, 900_000)),
                       "width": 1280, "height": 720, "format": "jpeg",
                       "thumbnail": thumb.relative_to(root).as_posix(), "error": None})
@@ -82,12 +111,13 @@ def build_dataset(
         meta[f"{category}_confidence"] = rng.uniform(0.5, 1.0, n).astype(np.float32)
     write_table(paths.metadata, pa.table(meta, schema=metadata_schema()))
     dim = 8
-    matrix = rng.standard_normal((n, dim)).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = _separable_embeddings(rng, labels["time"], dim)
     if n <= 2000:
         write_embeddings(paths, ids, matrix)
         if analytics:
-            write_table(paths.analytics, analytics_table(analyse(ids, matrix, k=5)))
+            frame = pl.DataFrame(signals).with_columns(width=pl.lit(1280), height=pl.lit(720)) if signals else None
+            phashes = frame["phash"].to_list() if frame is not None else None
+            write_table(paths.analytics, analytics_table(analyse(ids, matrix, phash=phashes, signals=frame, k=5)))
         sample_dataset(root, record.id)
     else:
         xyz = rng.uniform(-1, 1, (n, 3)).astype(np.float32)

@@ -48,6 +48,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ids = {
         "demo": build_dataset(root, 60, "Demo drives", kind=DatasetType.DEMO),
         "xss": build_dataset(root, 40, XSS_NAME, seed=1, analytics=False),
+        "teach": build_dataset(root, 30, "Teach drives", seed=2, analytics=False),
         "processing": registry.register(root, "still running").id,
         "failed": registry.mark_failed(root, registry.register(root, "broken run").id, "the inference service was unreachable").id,
     }
@@ -110,6 +111,12 @@ def page(browser, server: str) -> Iterator[object]:
     context.close()
 
 
+def _shot(page, name: str, full_page: bool = False) -> None:
+    """A screenshot scrolled to the top (clicks scroll the page; the template's header would hide the tabs)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+
+
 def _card(page, name: str):
     return page.locator(".dataset-card").filter(has=page.locator(".cur-name", has_text=name))
 
@@ -129,7 +136,7 @@ def test_datasets_page(page, data_root) -> None:
     sync_api.expect(running.get_by_role("button", name="Processing\u2026")).to_be_disabled()
     registry.update(root, ids["processing"], status=Status.COMPLETED)
     sync_api.expect(_card(page, "still running").get_by_role("button", name="Open for curation")).to_be_enabled(timeout=10_000)
-    page.screenshot(path=str(ARTIFACTS / "01-datasets.png"), full_page=True)
+    _shot(page, "01-datasets.png", full_page=True)
     # demo refused with a visible message
     demo.get_by_role("button", name="Delete").click()
     sync_api.expect(page.get_by_text("is the demo dataset and cannot be deleted")).to_be_visible()
@@ -158,14 +165,32 @@ def test_curation_flow(page, data_root) -> None:
     sync_api.expect(tiles).to_have_count(48)
     sync_api.expect(page.locator(".page-label")).to_contain_text("Page 1 of 2")
     sync_api.expect(page.locator(".filtered-count")).to_have_text("60")
-    page.screenshot(path=str(ARTIFACTS / "02-gallery.png"))
+    _shot(page, "02-gallery.png")
 
     # QFV shows the clicked file
     name = tiles.first.get_attribute("title")
     tiles.first.click()
     sync_api.expect(page.locator(".qfv-name")).to_have_text(name)
     sync_api.expect(page.locator(".cur-qfv")).to_contain_text("Anomaly score")
-    page.screenshot(path=str(ARTIFACTS / "03-quick-file-view.png"))
+
+    # a dark frame: the real analytics.parquet's flags and anomaly score, and its similar images are clickable
+    paths = dataset_paths(root, ids["demo"])
+    analytics = pl.read_parquet(paths.analytics).join(pl.read_parquet(paths.files), on="image_id")
+    dark = analytics.filter(pl.col("quality_flags").list.contains("dark")).row(0, named=True)
+    page.locator(f'.gallery .tile[data-image-id="{dark["image_id"]}"]').click()
+    qfv = page.locator(".cur-qfv")
+    sync_api.expect(page.locator(".qfv-name")).to_have_text(dark["blob_name"])
+    sync_api.expect(qfv).to_contain_text(f"Quality flags{', '.join(dark['quality_flags'])}")
+    sync_api.expect(qfv).to_contain_text(f"Anomaly score{dark['anomaly_score']:.3f}")
+    similar = page.locator(".similar .tile")
+    sync_api.expect(similar).to_have_count(len(dark["similar_ids"]))
+    _shot(page, "03-quick-file-view.png")
+    neighbour = dark["similar_ids"][0]
+    page.locator(f'.similar .tile[data-image-id="{neighbour}"]').click()
+    neighbour_name = analytics.filter(pl.col("image_id") == neighbour)["blob_name"].item()
+    sync_api.expect(page.locator(".qfv-name")).to_have_text(neighbour_name)
+    sync_api.expect(page.locator(f'.gallery .tile.selected[data-image-id="{neighbour}"]')).to_have_count(
+        1 if neighbour in analytics["image_id"].head(48).to_list() else 0)
 
     # untick "day": counts follow (AND across, OR within; None stays ticked)
     page.locator(".filter-time label", has_text="day (").click()
@@ -181,7 +206,7 @@ def test_curation_flow(page, data_root) -> None:
     kept = len(selected_ids(root, ids["demo"], 0.6, filters))
     sync_api.expect(page.locator(".kept-count")).to_have_text(f"{kept:,}")
     assert page.locator(".gallery .tile.excluded").count() > 0
-    page.screenshot(path=str(ARTIFACTS / "04-filtered-sampled.png"))
+    _shot(page, "04-filtered-sampled.png")
 
     # save the selection as a new dataset
     page.get_by_placeholder("e.g. rainy nights 40%").fill("no day 60%")
@@ -197,12 +222,12 @@ def test_curation_flow(page, data_root) -> None:
     page.locator(".bk-tab", has_text="3D embedding").click()
     page.wait_for_selector(".embedding-plot .js-plotly-plot")
     page.wait_for_timeout(1500)
-    page.screenshot(path=str(ARTIFACTS / "05-embedding-3d.png"))
+    _shot(page, "05-embedding-3d.png")
     page.locator(".bk-tab", has_text="Distribution").click()
     sync_api.expect(page.get_by_text("kept in the 60% sample.")).to_be_visible()
     page.locator(".distribution-plot canvas").first.wait_for(state="visible")
     page.wait_for_timeout(1500)
-    page.screenshot(path=str(ARTIFACTS / "06-distribution.png"))
+    _shot(page, "06-distribution.png")
     assert page.dialogs == []
 
 
@@ -215,7 +240,64 @@ def test_xss_dataset_and_usage_page(page, data_root) -> None:
     page.locator(".bk-tab", has_text="Usage").click()
     sync_api.expect(page.locator(".usage-note")).to_contain_text("480 images processed, 12 failed")
     page.wait_for_timeout(1000)
-    page.screenshot(path=str(ARTIFACTS / "07-usage.png"))
-    page.locator(".bk-tab", has_text="Teach").click()
-    sync_api.expect(page.get_by_text("Teach arrives with the teach command")).to_be_visible()
+    _shot(page, "07-usage.png")
+    assert page.locator(".bk-tab", has_text="Teach").count() == 0  # teaching lives in the Curate page now
+    assert page.dialogs == []
+
+
+def test_download_results_json(page, data_root) -> None:
+    with page.expect_download() as info:
+        _card(page, "Demo drives").get_by_role("button", name="Download JSON").click()
+    download = info.value
+    assert download.suggested_filename == "Demo_drives-results.json"
+    data = json.loads(Path(download.path()).read_text(encoding="utf-8"))
+    assert data["dataset"]["id"] == data_root["ids"]["demo"]
+    assert len(data["images"]) == 60
+
+
+def test_teach_by_example(page, data_root) -> None:
+    root, dataset_id = data_root["root"], data_root["ids"]["teach"]
+    paths = dataset_paths(root, dataset_id)
+    meta = pl.read_parquet(paths.metadata).join(pl.read_parquet(paths.files), on="image_id")
+    before = registry.load(root, dataset_id).meta_model
+    _card(page, "Teach drives").get_by_role("button", name="Open for curation").click()
+    sync_api.expect(page.locator(".gallery .tile")).to_have_count(30)
+    card = page.locator(".teach-card")
+    result = card.locator(".teach-result")
+    sync_api.expect(card.get_by_role("button", name="Label this image")).to_be_disabled()
+
+    # two day images, one at a time from the quick file view
+    for row in meta.filter(pl.col("time") == "day").head(2).iter_rows(named=True):
+        page.locator(f'.gallery .tile[data-image-id="{row["image_id"]}"]').click()
+        sync_api.expect(page.locator(".qfv-name")).to_have_text(row["blob_name"])
+        card.get_by_role("button", name="Label this image").click()
+        sync_api.expect(result).to_contain_text("Labelled 1 image(s) time = day")
+    sync_api.expect(card.locator(".teach-counts")).to_contain_text("time: day 2")
+    # one class only: an error message, not a traceback
+    card.get_by_role("button", name="Teach", exact=True).click()
+    sync_api.expect(result.locator('[data-kind="error"]')).to_contain_text("Not taught: nothing to teach")
+
+    # the night images: filter the gallery to night, label the whole page
+    nights = meta.filter(pl.col("time") == "night").height
+    for other in ("day (", "dawn/dusk (", "None ("):
+        page.locator(".filter-time label", has_text=other).click()
+    sync_api.expect(page.locator(".filtered-count")).to_have_text(str(nights))
+    card.locator(".teach-class select").select_option("night")
+    card.get_by_role("button", name="Label this page").click()
+    sync_api.expect(result).to_contain_text(f"Labelled {nights} image(s) time = night")
+    sync_api.expect(card.locator(".teach-counts")).to_contain_text(f"time: day 2, night {nights}")
+    sync_api.expect(card.locator(".teach-table tbody tr")).to_have_count(2 + nights)
+    _shot(page, "08-teach-labels.png")
+
+    card.get_by_role("button", name="Teach", exact=True).click()
+    sync_api.expect(result.locator(".teach-meta-model")).to_have_text(f"{before}+probe-v1", timeout=60_000)
+    sync_api.expect(result).to_contain_text("training accuracy 100%")
+    sync_api.expect(card.locator(".teach-pending")).to_contain_text("No labels yet")
+    assert registry.load(root, dataset_id).meta_model == f"{before}+probe-v1"
+    assert len(list(paths.dir.glob("teach-labels-*.csv"))) == 1
+    # the dataset was reloaded: the night filter now counts the re-tagged images
+    retagged = pl.read_parquet(paths.metadata)
+    nights_now = retagged.filter(pl.col("time") == "night").height
+    sync_api.expect(page.locator(".filtered-count")).to_have_text(str(nights_now))
+    _shot(page, "09-teach-result.png")
     assert page.dialogs == []

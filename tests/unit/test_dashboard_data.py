@@ -12,17 +12,23 @@ from polars.testing import assert_frame_equal
 from curation.registry import DatasetRecord, DatasetType
 from curation.viewer_data import (
     ThumbnailRefused,
+    add_labels,
     apply_filters,
     decimate,
     distribution,
     facet_counts,
     filter_records,
     image_details,
+    label_counts,
+    labels_csv_text,
     mark_kept,
     page_bounds,
     page_rows,
     read_usage,
     restricted_filters,
+    teach_from_labels,
+    teach_labels_path,
+    teach_summary_lines,
     thumbnail_data_uri,
     thumbnail_file,
     usage_by_day,
@@ -160,3 +166,79 @@ def test_usage_ledger_rows_and_daily_totals(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ValueError, match="cannot be read"):
         read_usage(tmp_path / "bad.json")
+
+
+# -- teach by example --------------------------------------------------------------------------------------------
+def test_add_labels_replaces_same_image_and_category_and_refuses_unknown_words() -> None:
+    pending = add_labels([], [("a", "d/a.jpg"), ("b", "d/b.jpg")], "time", "day")
+    pending = add_labels(pending, [("a", "d/a.jpg")], "weather", "rainy")
+    pending = add_labels(pending, [("b", "d/b.jpg")], "time", "night")  # relabel: replaces, moves last
+    assert [(p["image_id"], p["category"], p["class"]) for p in pending] == [
+        ("a", "time", "day"), ("a", "weather", "rainy"), ("b", "time", "night")]
+    assert pending[0]["file"] == "d/a.jpg"
+    assert label_counts(pending) == {"time": {"day": 1, "night": 1}, "weather": {"rainy": 1}}
+    with pytest.raises(ValueError, match="not a time class"):
+        add_labels(pending, [("c", "c.jpg")], "time", "None")
+    with pytest.raises(ValueError, match="unknown category"):
+        add_labels(pending, [("c", "c.jpg")], "mood", "day")
+
+
+def test_labels_csv_one_row_per_image_readable_by_teach(tmp_path: Path) -> None:
+    from curation.teach import read_labels
+
+    pending = add_labels([], [("a", 'odd, "name".jpg'), ("b", "b.jpg")], "time", "day")
+    pending = add_labels(pending, [("a", 'odd, "name".jpg')], "road", "city")
+    path = tmp_path / "labels.csv"
+    path.write_text(labels_csv_text(pending))
+    rows = read_labels(path)
+    assert rows == [{"file": "a", "time": "day", "weather": "", "road": "city", "location": ""},
+                    {"file": "b", "time": "day", "weather": "", "road": "", "location": ""}]
+
+
+def test_teach_labels_path_is_new_under_the_dataset(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from curation.paths import dataset_paths
+
+    paths = dataset_paths(tmp_path, "a" * 24)
+    paths.dir.mkdir(parents=True)
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    first = teach_labels_path(paths, now)
+    assert first == paths.dir / "teach-labels-20240501T120000Z.csv"
+    first.write_text("")
+    assert teach_labels_path(paths, now).name == "teach-labels-20240501T120000Z-2.csv"
+
+
+def test_teach_from_labels_retags_resamples_and_summarises(tmp_path: Path) -> None:
+    from curation import registry
+    from curation.paths import dataset_paths
+    from tests.browser.dataset_builder import build_dataset
+
+    dataset_id = build_dataset(tmp_path, 30, "teach me", seed=3, analytics=False)
+    paths = dataset_paths(tmp_path, dataset_id)
+    with pytest.raises(ValueError, match="no labels"):
+        teach_from_labels(tmp_path, dataset_id, [])
+    meta = pl.read_parquet(paths.metadata).join(pl.read_parquet(paths.files), on="image_id")
+    pending: list = []
+    for cls in ("day", "night"):
+        rows = meta.filter(pl.col("time") == cls).head(3)
+        pending = add_labels(pending, rows.select("image_id", "blob_name").iter_rows(), "time", cls)
+    one_class = [p for p in pending if p["class"] == "day"]
+    with pytest.raises(ValueError, match="nothing to teach"):
+        teach_from_labels(tmp_path, dataset_id, one_class)
+    sampling_before = paths.sampling.stat().st_mtime_ns
+    summary = teach_from_labels(tmp_path, dataset_id, pending)
+    assert summary["meta_model"] == "cpu-rules+probe-v1" == registry.load(tmp_path, dataset_id).meta_model
+    assert summary["categories"]["time"]["train_accuracy"] == 1.0 and summary["sampling_error"] is None
+    assert paths.sampling.stat().st_mtime_ns > sampling_before
+    csv_path = Path(summary["labels_csv"])
+    assert csv_path.parent == paths.dir and csv_path.name.startswith("teach-labels-")
+    assert len(csv_path.read_text().splitlines()) == 1 + 6
+    assert list(paths.dir.glob("teach-labels-*.csv")) == [csv_path]  # the failed attempt left none
+    retagged = pl.read_parquet(paths.metadata).join(meta.select("image_id", pl.col("time").alias("was")), on="image_id")
+    # the embeddings cluster by the old time tag: the probe agrees on the day and night images
+    agree = retagged.filter(pl.col("was").is_in(["day", "night"]))
+    assert (agree["time"] == agree["was"]).mean() >= 0.9
+    lines = teach_summary_lines(summary)
+    assert "cpu-rules+probe-v1" in lines[0] and "was cpu-rules" in lines[0]
+    assert any(line.startswith("time: day 3, night 3 labelled; training accuracy 100%") for line in lines)
