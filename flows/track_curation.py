@@ -13,8 +13,7 @@ from curation import registry
 from curation.client import ServiceError
 from curation.registry import Status
 from curation.settings import get_settings
-from flows.sample_dataset import sample_dataset
-from tasks.dataset_tasks import analyse_dataset, publish_report
+from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.curation_tasks import complete_dataset, mark_failed, poll_job, write_results
 
 
@@ -47,7 +46,7 @@ def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
             written = write_results(dataset_id)
             if written.failed < written.images:
                 analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
-                sample_dataset(dataset_id)
+                compute_sampling(dataset_id, seed=0, strategy="stratified")
             return complete_dataset(dataset_id).status.value
         if status.status == "Failed":
             reason = f"inference job {status.job_id} failed: {status.reason or 'no reason given'}"

@@ -25,7 +25,8 @@ def _check_host(host: str, allow_private: bool) -> None:
         raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     for info in infos:
         ip = ipaddress.ip_address(info[4][0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+        # not is_global also covers what is neither private nor public, e.g. 100.64.0.0/10 (cloud metadata there)
+        if not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
             raise FetchError(f"refused: host {host!r} resolves to a non-public address")
 
 
@@ -48,9 +49,11 @@ def fetch_bytes(
     allow_private: bool,
 ) -> bytes:
     """Download url into memory, refusing oversize bodies, too many redirects and forbidden hosts."""
-    for _ in range(max_redirects + 1):
+    for hop in range(max_redirects + 1):
         parts = urlsplit(url)
         if parts.scheme == "file":
+            if hop > 0:  # a web server must never point the service at a local file
+                raise FetchError("refused: redirect to a file:// URL")
             if not allow_file:
                 raise FetchError("refused: file:// URLs are only read by the embedded service")
             return _read_file(url, max_bytes)

@@ -15,6 +15,7 @@ import numpy as np
 from curation.imaging import ImageDecodeError, decode_image
 from curation.models.base import ModelBackend
 from curation.service.fetch import FetchError, fetch_bytes
+from curation.service.journal import JobJournal
 from curation.service.usage import UsageLedger
 from curation.settings import Settings
 
@@ -91,6 +92,34 @@ class JobRunner:
             timeout=settings.fetch_timeout_s,
             limits=httpx.Limits(max_connections=4 * settings.service_workers),
         )
+        self.journal = JobJournal(settings.service_state_dir)
+        self._resume_journalled_jobs()
+
+    def _resume_journalled_jobs(self) -> None:
+        """After a restart: reload every journalled job and queue the images that have no result yet."""
+        for meta, items, results in self.journal.load():
+            job = Job(
+                id=meta["id"],
+                owner=meta["owner"],
+                items=[JobItem(**i) for i in items],
+                model=meta["model"],
+                embedding_model=meta["embedding_model"],
+                idempotency_key=meta["idempotency_key"],
+                created=meta["created"],
+            )
+            for row in results:
+                tags = None if row["tags"] is None else {c: tuple(v) for c, v in row["tags"].items()}
+                job.results.append(ImageResult(row["image_id"], tags, row["embedding"], row["error"]))
+            job.failed = sum(r.error is not None for r in job.results)
+            self.jobs[job.id] = job
+            done = {r.image_id for r in job.results}
+            self._queue(job, [i for i in job.items if i.image_id not in done])
+
+    def _queue(self, job: Job, items: list[JobItem]) -> None:
+        if len(job.results) == len(job.items):
+            self._finish(job)
+        for start in range(0, len(items), BATCH_SIZE):
+            self._pool.submit(self._run_batch, job, items[start : start + BATCH_SIZE])
 
     def submit(self, owner: str, items: list[JobItem], idempotency_key: str | None) -> Job:
         """Create a job, or return the one this owner already made with the same idempotency key."""
@@ -108,10 +137,8 @@ class JobRunner:
                 idempotency_key=idempotency_key,
             )
             self.jobs[job.id] = job
-        if not items:
-            self._finish(job)
-        for start in range(0, len(items), BATCH_SIZE):
-            self._pool.submit(self._run_batch, job, items[start : start + BATCH_SIZE])
+            self.journal.record_job(job)
+        self._queue(job, items)
         return job
 
     def get(self, owner: str, job_id: str) -> Job | None:
@@ -148,6 +175,7 @@ class JobRunner:
             else:
                 results.append(ImageResult(item.image_id, None, None, error or model_error))
         failed = sum(r.error is not None for r in results)
+        self.journal.record_results(job.id, results)
         self.usage.record(job.owner, self.backend.name, processed=len(results) - failed, failed=failed)
         with self._lock:
             job.results.extend(results)

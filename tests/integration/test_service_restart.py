@@ -1,0 +1,102 @@
+"""The inference service is killed (SIGKILL) mid-job and restarted: the run completes, nothing lost or doubled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+from PIL import Image
+from pydantic import SecretStr
+
+from curation import Curation, LocalStorageConfig, registry
+from curation.client import InferenceClient
+from curation.paths import dataset_paths
+
+KEY = "restart-test-key"
+COUNT = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(port: int, state: Path, log: Path) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        CURATION_SERVICE_API_KEYS=KEY,
+        CURATION_ALLOW_FILE_URLS="true",
+        CURATION_SERVICE_STATE_DIR=str(state),
+        CURATION_SERVICE_WORKERS="1",
+    )
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "curation"), "serve", "--port", str(port)],
+        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
+
+
+def test_service_killed_mid_job_and_restarted(tmp_path, settings):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(COUNT):  # PNGs decode without draft mode, so the job lasts a few seconds
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(images / f"img_{i:03d}.png")
+    port, state, log = free_port(), tmp_path / "service-state", tmp_path / "service.log"
+    service = start_service(port, state, log)
+    url = f"http://127.0.0.1:{port}"
+    run_settings = settings.model_copy(update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 90})
+    cr = Curation(settings=run_settings)
+    outcome: dict[str, object] = {}
+
+    def curate() -> None:
+        try:
+            outcome["id"] = cr.curate_dataset("survives a restart", LocalStorageConfig(path=images), wait=True)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=curate)
+    runner.start()
+    try:
+        job_id, done_at_kill = None, 0
+        with InferenceClient(url, SecretStr(KEY), run_settings) as client:
+            for _ in range(1200):
+                records = registry.list_records(run_settings.data_root)
+                job_id = records[0].job_id if records else None
+                if job_id:
+                    status = client.job_status(job_id)
+                    if status.done >= 16:
+                        done_at_kill = status.done
+                        break
+                time.sleep(0.05)
+        assert job_id and 16 <= done_at_kill < COUNT, f"job finished before the kill ({done_at_kill})"
+        os.killpg(service.pid, signal.SIGKILL)
+        service.wait()
+        time.sleep(1.0)
+        service = start_service(port, state, log)
+        runner.join(timeout=300)
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+    assert "error" not in outcome, outcome.get("error")
+    record = cr.get_dataset(outcome["id"])
+    assert record.status.value == "Completed" and record.counts.processed == COUNT
+    files = pl.read_parquet(dataset_paths(run_settings.data_root, record.id).files)
+    assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
+    embeddings = pl.read_parquet(dataset_paths(run_settings.data_root, record.id).embeddings)
+    assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
