@@ -19,6 +19,7 @@ from curation.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 class CpuModel:
     """Deterministic rule-based tagger and descriptor embedder (no weights, no GPU)."""
 
+    input_side = 120  # short side it works at (WORK_H); lets the service decode JPEGs in draft mode
     name = "cpu-rules-v1"
     embedding_name = "cpu-descriptor-v1"
     embedding_dim = cpu_features.EMBEDDING_DIM

@@ -20,7 +20,7 @@ from curation.service.usage import UsageLedger
 from curation.settings import Settings
 
 BATCH_SIZE = 16
-MODEL_SIDE = 256  # the model sees images reduced to about this short side
+MODEL_SIDE = 256  # default short side a backend needs; a backend may declare less with `input_side`
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ class JobRunner:
                 allow_file=self.settings.allow_file_urls,
                 allow_private=self.settings.allow_private_hosts,
             )
-            return decode_image(data, min_side=MODEL_SIDE).image, None
+            side = getattr(self.backend, "input_side", MODEL_SIDE)  # JPEG draft decodes no larger than needed
+            return decode_image(data, min_side=side).image, None
         except (FetchError, ImageDecodeError) as exc:
             return None, str(exc)
 
