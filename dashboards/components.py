@@ -139,3 +139,24 @@ def message(text: str, kind: str = "info") -> str:
 
 def html_pane(text: str = "", **kwargs: Any) -> pn.pane.HTML:
     return pn.pane.HTML(text, stylesheets=[APP_CSS], **kwargs)
+
+
+class LazyView:
+    """A view that renders only while its tab is shown, and again on show if the data changed meanwhile.
+
+    Subclasses implement `_render` and call `_invalidate` from their store watchers.
+    """
+
+    _active = False
+    _stale = True
+
+    def activate(self, active: bool) -> None:
+        """Called when the view's tab is shown (True) or hidden (False)."""
+        self._active = active
+        if active and self._stale:
+            self._render()  # type: ignore[attr-defined]
+
+    def _invalidate(self, *_: Any) -> None:
+        self._stale = True
+        if self._active:
+            self._render()  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import panel as pn
 import polars as pl
 
 from curation.taxonomy import CATEGORIES
-from dashboards.components import html_pane, message
+from dashboards.components import LazyView, html_pane, message
 from dashboards.store import DataStore
 
 
@@ -31,25 +31,13 @@ def distribution_plots(dist: pl.DataFrame, pct: int) -> hv.Layout:
     return hv.Layout(plots).cols(2).opts(shared_axes=False, toolbar=None)
 
 
-class DistributionView:
+class DistributionView(LazyView):
     def __init__(self, store: DataStore) -> None:
         self.store = store
         self.pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", backend="bokeh", css_classes=["distribution-plot"])
         self.note = html_pane("", sizing_mode="stretch_width")
-        self._active = False
-        self._stale = True
         store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction"])
         self.panel = pn.Column(self.note, self.pane, sizing_mode="stretch_width")
-
-    def activate(self, active: bool) -> None:
-        self._active = active
-        if active and self._stale:
-            self._render()
-
-    def _invalidate(self, *_: Any) -> None:
-        self._stale = True
-        if self._active:
-            self._render()
 
     def _render(self, *_: Any) -> None:
         if self.store.dataset_id is None:

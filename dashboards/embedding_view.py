@@ -11,7 +11,7 @@ import polars as pl
 from curation.sampling import NONE_LABEL
 from curation.taxonomy import CATEGORIES
 from curation.viewer_data import class_options, thumbnail_data_uri
-from dashboards.components import esc, html_pane, message
+from dashboards.components import LazyView, esc, html_pane, message
 from dashboards.store import MAX_POINTS, DataStore
 
 # No red here: red means "excluded by sampling".
@@ -68,7 +68,7 @@ def build_figure(points: pl.DataFrame, colour_by: str, selected: str | None, tot
     }
 
 
-class EmbeddingView:
+class EmbeddingView(LazyView):
     """3D scatter coloured by a category or the anomaly score; hover previews, click opens the QFV."""
 
     def __init__(self, store: DataStore) -> None:
@@ -84,25 +84,12 @@ class EmbeddingView:
         self.colour.param.watch(self._render, "value")
         self.plot.param.watch(self._clicked, "click_data")
         self.plot.param.watch(self._hovered_point, "hover_data")
-        self._active = False
-        self._stale = True
         store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "selected_image"])
         self.panel = pn.Column(
             pn.Row(self.colour, self.hover, self.note, sizing_mode="stretch_width"),
             self.plot,
             sizing_mode="stretch_width",
         )
-
-    def activate(self, active: bool) -> None:
-        """Build the figure only while its tab is shown (a 20k-point figure is not free)."""
-        self._active = active
-        if active and self._stale:
-            self._render()
-
-    def _invalidate(self, *_: Any) -> None:
-        self._stale = True
-        if self._active:
-            self._render()
 
     def _render(self, *_: Any) -> None:
         if self.store.dataset_id is None:
