@@ -5,9 +5,18 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps
 
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_DEEP_GRAY = {"I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit grayscale (PNG) as Pillow opens it
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB; 16-bit grayscale is scaled to 8 bits first (Pillow's convert clips it, making it nearly white)."""
+    if img.mode in _DEEP_GRAY:
+        img = Image.fromarray((np.asarray(img).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
+    return img.convert("RGB")
 
 
 class ImageDecodeError(ValueError):
@@ -45,7 +54,7 @@ def decode_image(data: bytes, min_side: int | None = None) -> DecodedImage:
                 img.draft("RGB", (img.size[0] // scale, img.size[1] // scale))
             img.load()
             oriented = ImageOps.exif_transpose(img)
-            rgb = oriented.convert("RGB")
+            rgb = _to_rgb(oriented)
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"refused: image too large to decode safely ({exc})") from None
     except Image.UnidentifiedImageError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,7 +70,9 @@ class Settings(BaseSettings):
         return self.usage_path or Path(self.data_root) / "usage.json"
 
 
-_active: Settings | None = None
+# A context variable, not a global: two SDK runs in two threads each see their own settings, and Prefect copies
+# the context into the threads that run task calls.
+_active: ContextVar[Settings | None] = ContextVar("curation_settings", default=None)
 
 
 @lru_cache(maxsize=1)
@@ -79,15 +82,15 @@ def _from_environment() -> Settings:
 
 def get_settings() -> Settings:
     """The process-wide settings: those the SDK activated, else read once from the environment."""
-    return _active if _active is not None else _from_environment()
+    active = _active.get()
+    return active if active is not None else _from_environment()
 
 
 @contextmanager
 def use_settings(settings: Settings) -> Iterator[Settings]:
     """Make settings the process-wide ones for the duration (the SDK runs flows in-process under it)."""
-    global _active
-    previous, _active = _active, settings
+    token = _active.set(settings)
     try:
         yield settings
     finally:
-        _active = previous
+        _active.reset(token)

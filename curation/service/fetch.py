@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -10,6 +11,18 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 
 from curation.secrets import strip_query
+
+
+class _NoQueryInHttpxLogs(logging.Filter):
+    """httpx logs every request's full URL at INFO; a signed URL's query is its SAS: log the URL without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(strip_query(str(a)) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_NoQueryInHttpxLogs())
 
 
 class FetchError(RuntimeError):

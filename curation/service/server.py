@@ -31,10 +31,12 @@ class RunningService:
 
 def serve_in_thread(app: ASGIApp, api_key: SecretStr, host: str = "127.0.0.1", port: int = 0) -> RunningService:
     """Serve an ASGI app over real HTTP from a daemon thread, on a free port unless one is given."""
+    # log_config=None: an embedded server must not reconfigure the host process's logging (it can deadlock
+    # against Prefect's log handlers in other threads).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="inference-service")
     thread.start()
     deadline = time.monotonic() + 30

@@ -1,0 +1,75 @@
+"""Two curations of the same folder at once, on the embedded service: each completes on its own, neither touches the
+other's files."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation import Curation, LocalStorageConfig
+from curation.ids import image_id_for
+from curation.paths import dataset_paths, datasets_dir
+from tests.images import write_images
+
+COUNT = 40
+
+
+def test_two_curations_of_one_folder_at_once(tmp_path, settings, monkeypatch):
+    names = write_images(tmp_path / "images", COUNT)
+    config = LocalStorageConfig(path=tmp_path / "images")
+    embedded = settings.model_copy(update={"service_url": None, "api_key": None})
+    # A relative default data root (./data) would land here if a run fell back to the environment's settings.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
+    start = threading.Barrier(2)
+    ids: dict[int, str] = {}
+    errors: dict[int, BaseException] = {}
+
+    def run(n: int) -> None:
+        try:
+            cr = Curation(settings=embedded)
+            start.wait(timeout=30)
+            ids[n] = cr.curate_dataset(f"concurrent {n}", config, wait=True)
+        except BaseException as exc:  # reported below
+            errors[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"curation-{n}") for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a curation did not finish"
+    assert not errors, errors
+    assert ids[1] != ids[2]
+    assert not any(cwd.iterdir()), f"a run wrote outside its data root: {list(cwd.rglob('*'))}"
+
+    root = Path(embedded.data_root)
+    assert sorted(p.name for p in datasets_dir(root).iterdir()) == sorted(ids.values())
+    cr = Curation(settings=embedded)
+    expected_ids = {image_id_for(n) for n in names}
+    for dataset_id in ids.values():
+        record = cr.get_dataset(dataset_id)
+        assert record.status.value == "Completed", record.failure_reason
+        assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (COUNT, COUNT, 0)
+        paths = dataset_paths(root, dataset_id)
+        files = pl.read_parquet(paths.files)
+        assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
+        assert set(pl.read_parquet(paths.metadata)["image_id"]) == expected_ids
+        assert set(pl.read_parquet(paths.embeddings)["image_id"]) == expected_ids
+        assert pl.read_parquet(paths.analytics).height == COUNT
+        assert pl.read_parquet(paths.sampling).height == COUNT
+        # Thumbnails: each dataset's own, under its own folder, exactly one per image.
+        own = {(root / t).resolve() for t in files["thumbnail"]}
+        assert all(p.is_relative_to(paths.thumbnails.resolve()) and p.is_file() for p in own)
+        on_disk = {p.resolve() for p in paths.thumbnails.rglob("*") if p.is_file()}
+        assert on_disk == own
+        assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 3  # 40 images in shards of 16
+        export = cr.export_dataset(dataset_id)
+        assert export["dataset"]["id"] == dataset_id and len(export["images"]) == COUNT
+    # Two distinct jobs on the service, not one shared by idempotency.
+    assert cr.get_dataset(ids[1]).job_id != cr.get_dataset(ids[2]).job_id
