@@ -130,6 +130,17 @@ def complete_dataset(dataset_id: str, settings: Settings) -> DatasetRecord:
     c = record.counts
     if c.accepted > 0 and c.failed >= c.accepted:
         first = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)["error"].drop_nulls()
-        reason = f"all {c.accepted} images failed; first error: {first[0] if len(first) else 'unknown'}"
+        error = first[0] if len(first) else "unknown"
+        reason = f"all {c.accepted} images failed; first error: {error}{_refused_hint(error)}"
         return registry.mark_failed(settings.data_root, dataset_id, reason)
     return registry.update(settings.data_root, dataset_id, status=Status.COMPLETED, failure_reason=None)
+
+
+def _refused_hint(error: str) -> str:
+    """What an HTTP 401/403 from the storage means for signed URLs, which the bare status does not say."""
+    if error.startswith(("HTTP 401", "HTTP 403")):
+        return (
+            " (the storage refused the signed URL: it expired before the service fetched it, see"
+            " CURATION_SAS_EXPIRY_MINUTES, or it lacks read permission)"
+        )
+    return ""

@@ -43,7 +43,10 @@ def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
         except ServiceError as exc:  # transient failures already retried for the whole budget
             return mark_failed(dataset_id, f"inference service unavailable: {exc}").status.value
         if status.status == "Completed":
-            written = write_results(dataset_id)
+            try:
+                written = write_results(dataset_id)
+            except ServiceError as exc:  # the service went away while its results were read
+                return mark_failed(dataset_id, f"inference service failed while its results were read: {exc}").status.value
             if written.failed < written.images:
                 analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
                 compute_sampling(dataset_id, seed=0, strategy="stratified")

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from curation import pipeline, registry
-from curation.client import JobStatus, connect
+from curation.client import JobStatus, ServiceError, connect
 from curation.registry import DatasetRecord, DatasetType
 from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
@@ -18,6 +18,12 @@ from curation.validation import ValidationReport
 StorageConfig = LocalStorageConfig | AzureStorageConfig
 # Inputs can carry credentials and outputs SAS URLs: never cache or persist them.
 PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a task, but not for a service error: the client already retried transient ones for the whole
+    transient budget (a task retry would multiply it), and the others (401, 4xx) do not heal by retrying."""
+    return not isinstance(state.data, ServiceError)
 
 
 def resolve_credentials(config: StorageConfig) -> StorageConfig:
@@ -69,7 +75,7 @@ def sign_urls(config: StorageConfig, blobs: list[BlobInfo]) -> list[dict[str, An
     return pipeline.sign_items(config, get_settings(), blobs)
 
 
-@task(name="submit-job", retries=2, retry_delay_seconds=5, **PRIVATE)
+@task(name="submit-job", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_service_error, **PRIVATE)
 def submit_job(dataset_id: str, items: list[dict[str, Any]]) -> str:
     """Submit the images to the inference service (idempotent per dataset)."""
     settings = get_settings()
@@ -95,7 +101,7 @@ def poll_job(dataset_id: str) -> JobStatus:
     return status
 
 
-@task(name="write-results", retries=2, retry_delay_seconds=5, **PRIVATE)
+@task(name="write-results", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_service_error, **PRIVATE)
 def write_results(dataset_id: str) -> WrittenCounts:
     """Write files, metadata and embeddings Parquet from the job's results, in pages."""
     settings = get_settings()

@@ -78,6 +78,12 @@ def fetch_bytes(
                 if response.is_redirect:
                     url = urljoin(url, response.headers.get("location", ""))
                     continue
+                if response.status_code in (401, 403):
+                    code = response.headers.get("x-ms-error-code", "refused")
+                    raise FetchError(
+                        f"HTTP {response.status_code} ({code}) fetching {strip_query(url)}: the storage refused the "
+                        "signed URL (expired SAS or no read permission)"
+                    )
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code} fetching {strip_query(url)}")
                 declared = int(response.headers.get("content-length") or 0)

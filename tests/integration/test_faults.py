@@ -1,0 +1,287 @@
+"""Faults during a real curation: a flaky, slow or dead inference service, storage that is down, a writer killed
+mid-file, and expired SAS URLs. Every case runs the real flows (Prefect), the real service over real HTTP, and
+checks that each submitted image is accounted for exactly once, or that the dataset ends Failed with a reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+
+from curation import Curation, LocalStorageConfig
+from curation.ids import image_id_for
+from curation.paths import dataset_paths, datasets_dir
+from curation.registry import DatasetRecord
+from curation.settings import Settings
+from tests.images import write_images
+from tests.integration.conftest import SERVICE_KEY
+from tests.integration.fault_front import serve
+from tests.integration.helpers import azure_config, new_container, upload_images
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SIG = re.compile(r"sig=(?!REDACTED)[^&\s'\"]+", re.IGNORECASE)  # a signature value (the Azure SDK logs REDACTED)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Accounting: every submitted image once, no more, no less.
+
+
+def assert_results_account_for(settings: Settings, record: DatasetRecord, names: list[str]) -> pl.DataFrame:
+    """files/metadata/embeddings Parquet hold exactly the accepted images, once each; errors carry reasons."""
+    paths = dataset_paths(settings.data_root, record.id)
+    files = pl.read_parquet(paths.files)
+    expected = {image_id_for(n): n for n in names}
+    assert record.counts.accepted == len(names) == files.height
+    assert files["image_id"].n_unique() == files.height, "duplicate image_id rows in files.parquet"
+    assert dict(zip(files["image_id"], files["blob_name"], strict=True)) == expected
+    errors = files.filter(pl.col("error").is_not_null())
+    assert all(isinstance(e, str) and len(e.strip()) > 5 for e in errors["error"]), errors["error"].to_list()
+    assert errors.height == record.counts.failed
+    assert record.counts.processed + record.counts.failed == len(names)
+    metadata = pl.read_parquet(paths.metadata)
+    assert metadata.height == len(names) and set(metadata["image_id"]) == set(expected)
+    embeddings = pl.read_parquet(paths.embeddings)
+    ok_ids = set(files.filter(pl.col("error").is_null())["image_id"])
+    assert embeddings["image_id"].n_unique() == embeddings.height and set(embeddings["image_id"]) == ok_ids
+    return files
+
+
+def assert_registered_once(settings: Settings, record: DatasetRecord, names: list[str]) -> None:
+    """A dataset that Failed before results: its listing and thumbnail shards hold each image exactly once, and no
+    partial results were written."""
+    paths = dataset_paths(settings.data_root, record.id)
+    listing = pq.read_table(paths.listing).to_pydict()["name"]
+    assert sorted(listing) == sorted(names) and record.counts.accepted == len(names)
+    shards = pl.concat([pl.read_parquet(p) for p in sorted(paths.work.glob("thumbnails-*.parquet"))])
+    assert shards["image_id"].n_unique() == shards.height == len(names)
+    assert not paths.files.exists() and not paths.metadata.exists() and not paths.embeddings.exists()
+
+
+def remote_settings(settings: Settings, url: str, **changes) -> Settings:
+    return settings.model_copy(update={"service_url": url, **changes})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. A flaky service: 500s, 429 with Retry-After, a hung status call, a results page cut mid-body.
+
+
+def test_flaky_service_is_retried_and_every_image_is_written_once(tmp_path, settings):
+    names = write_images(tmp_path / "images", 35)
+    front, running = serve(
+        {"status_plan": ["500", "429", "hang"], "results_plan": ["500", "pass", "drop"], "hang_s": 8.0}, SERVICE_KEY
+    )
+    try:
+        cr = Curation(settings=remote_settings(settings, running.url, request_timeout_s=1.0, results_page_size=16))
+        dataset_id = cr.curate_dataset("flaky", LocalStorageConfig(path=tmp_path / "images"), wait=True)
+    finally:
+        running.stop()
+
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Completed", record.failure_reason
+    files = assert_results_account_for(settings, record, names)
+    assert files["error"].null_count() == 35 and record.counts.processed == 35
+
+    s = front.status_calls
+    assert [c.action for c in s[:4]] == ["500", "429", "hang", "pass"]
+    after_429 = s[2].at - s[1].at
+    assert 0.95 <= after_429 < 2.5, f"Retry-After: 1 not honoured: next call after {after_429:.2f}s"
+    after_hang = s[3].at - s[2].at
+    # The client gives up after request_timeout_s (1 s), backs off (2 s), retries: far sooner than the 8 s hang.
+    assert 1.0 <= after_hang < 6.0, f"the hung call was not abandoned at the client's timeout ({after_hang:.2f}s)"
+    r = front.results_calls
+    assert [c.action for c in r] == ["500", "pass", "drop", "pass", "pass"]
+    assert [c.query.split("&")[0] for c in r] == ["offset=0", "offset=0", "offset=16", "offset=16", "offset=32"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. The service dies for longer than transient_budget_s.
+
+
+def test_service_down_after_submit_fails_the_dataset_within_the_budget(tmp_path, settings):
+    names = write_images(tmp_path / "images", 31)
+    _, running = serve({}, SERVICE_KEY)
+    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0, request_timeout_s=1.0))
+    try:
+        dataset_id = cr.curate_dataset("down", LocalStorageConfig(path=tmp_path / "images"), wait=False)
+    finally:
+        running.stop()
+    assert cr.get_dataset(dataset_id).status.value == "Processing"  # submitted, then the service went away
+
+    start = time.monotonic()
+    assert cr.tracing_curation_task(dataset_id) == "Failed"
+    elapsed = time.monotonic() - start
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Failed"
+    assert "inference service" in record.failure_reason and "cannot reach" in record.failure_reason
+    assert elapsed < 2.0 + 10, f"failing took {elapsed:.1f}s for a 2 s budget"
+    assert_registered_once(settings, record, names)
+
+
+def test_service_down_while_results_are_read_fails_the_dataset(tmp_path, settings):
+    """The job Completed, then the service died on the first results page: not stuck in Processing."""
+    names = write_images(tmp_path / "images", 31)
+    front, running = serve({"results_plan": ["stop"]}, SERVICE_KEY)
+    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0, request_timeout_s=1.0))
+    try:
+        dataset_id = cr.curate_dataset("down at results", LocalStorageConfig(path=tmp_path / "images"), wait=False)
+        start = time.monotonic()
+        status = cr.tracing_curation_task(dataset_id)
+        elapsed = time.monotonic() - start
+    finally:
+        running.stop()
+    record = cr.get_dataset(dataset_id)
+    assert status == "Failed" and record.status.value == "Failed"
+    assert "inference service" in record.failure_reason, record.failure_reason
+    assert front.results_calls and front.results_calls[0].action == "stop"
+    assert elapsed < 2.0 + 12, f"failing took {elapsed:.1f}s for a 2 s budget"
+    assert_registered_once(settings, record, names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Azure storage down at the start.
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_storage_down_at_start_is_a_clear_error_and_leaves_no_dataset(settings, monkeypatch):
+    from curation import storage
+    from curation.storage import AzureStorageConfig, StorageError
+    from tests.azurite import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+
+    # The SDK's default retries take ~85 s against a closed port; a short policy keeps the test quick.
+    monkeypatch.setattr(
+        storage,
+        "AZURE_CLIENT_KWARGS",
+        {"retry_total": 1, "initial_backoff": 0.1, "increment_base": 1, "random_jitter_range": 0.1, "connection_timeout": 2},
+    )
+    port = closed_port()
+    config = AzureStorageConfig(
+        account_name=DEV_ACCOUNT_NAME,
+        container_name="drives",
+        account_key=SecretStr(DEV_ACCOUNT_KEY),
+        account_url=f"http://127.0.0.1:{port}/{DEV_ACCOUNT_NAME}",
+    )
+    start = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        Curation(settings=settings).curate_dataset("no storage", config, wait=True)
+    assert time.monotonic() - start < 30
+    message = str(raised.value)
+    assert "cannot list container 'drives'" in message and f"127.0.0.1', port={port}" in message, message
+    assert "Connection refused" in message and DEV_ACCOUNT_KEY not in message
+    assert not datasets_dir(settings.data_root).exists() or not any(datasets_dir(settings.data_root).iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. SIGKILL while a Parquet file is written.
+
+KILL_ROWS = 1_000_000
+READER_PATTERNS = ["*.parquet", "thumbnails-*.parquet", "files.parquet", "dataset.json", "*.json"]
+
+
+def test_sigkill_while_writing_parquet_never_leaves_a_partial_file(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "thumbnails-00000.parquet"
+    rng = random.Random(20261126)
+    completed_before_kill = 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(6):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.parquet_kill_child", str(target), str(KILL_ROWS)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.9))
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=10)
+        assert child.returncode == -signal.SIGKILL
+        completed_before_kill += sum(line.startswith("wrote") for line in child.stdout.read().splitlines())
+        child.stdout.close()
+
+        if target.exists():  # either absent (nothing finished yet) or complete
+            table = pq.read_table(target)
+            assert table.num_rows == KILL_ROWS, f"round {round_}: partial file with {table.num_rows} rows"
+            gens = table.column("gen").unique().to_pylist()
+            assert len(gens) == 1, f"round {round_}: rows from several writes {gens}"
+            assert table.column("i").to_pylist()[-1] == KILL_ROWS - 1
+        else:
+            assert completed_before_kill == 0, f"round {round_}: target vanished after a complete write"
+
+    assert completed_before_kill > 0 and target.exists()
+    leftovers = [p.name for p in work.iterdir() if p != target]
+    assert leftovers, "no kill landed mid-write: the test proved nothing"  # kills mid-write leave temp files
+    for name in leftovers:
+        assert name.startswith(".") and name.endswith(".tmp"), name
+        assert not any(fnmatch.fnmatch(name, pattern) for pattern in READER_PATTERNS), name
+    assert sorted(p.name for p in work.glob("thumbnails-*.parquet")) == [target.name]  # what the readers glob
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Expired SAS URLs.
+
+
+def test_expired_sas_fails_every_image_with_a_clear_reason_and_no_signature(azurite, settings):
+    container = new_container(azurite)
+    names = upload_images(container, 32)
+    expired = settings.model_copy(update={"sas_expiry_minutes": -1})  # signed valid from -5 min to -1 min
+    cr = Curation(settings=expired)
+    dataset_id = cr.curate_dataset("expired", azure_config(azurite, container), wait=True)
+
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Failed"
+    assert record.failure_reason.startswith("all 32 images failed; first error: HTTP 403"), record.failure_reason
+    assert "expired" in record.failure_reason, record.failure_reason
+    files = assert_results_account_for(settings, record, names)
+    assert files["error"].null_count() == 0
+    for error in files["error"]:
+        assert error.startswith("HTTP 403 (AuthorizationFailure) fetching http://"), error
+        assert "expired SAS or no read permission" in error
+        assert "?" not in error
+    texts = [record.failure_reason, *files["error"]]
+    texts += [p.read_bytes().decode("latin-1") for p in settings.data_root.rglob("*") if p.is_file()]
+    leaked = [t[:200] for t in texts if SIG.search(t)]
+    assert not leaked, leaked[:3]
+
+
+def test_service_fetch_logs_carry_no_sas_signature(azurite, service, captured_logs):
+    """httpx logs each request's full URL at INFO: the service's fetches must not put SAS signatures in logs."""
+    from datetime import UTC, datetime, timedelta
+
+    from curation.client import InferenceClient
+    from curation.storage import open_storage
+
+    container = new_container(azurite)
+    upload_images(container, 2)
+    local = Settings(request_timeout_s=5)
+    storage = open_storage(azure_config(azurite, container), local)
+    expiry = datetime.now(UTC) + timedelta(minutes=5)
+    items = [{"image_id": n, "url": storage.sign_url(n, expiry), "size": 1} for n in ("img_0000.png", "img_0001.jpg")]
+    with InferenceClient(service.url, SecretStr(SERVICE_KEY), local) as client:
+        job_id = client.submit_job(items, idempotency_key=container.container_name)
+        deadline = time.monotonic() + 30
+        while not client.job_status(job_id).finished and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [r["error"] for page in client.iter_results(job_id) for r in page] == [None, None]
+    leaked = [line[:160] for line in captured_logs.lines if SIG.search(line)]
+    assert not leaked, leaked[:2]
