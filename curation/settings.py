@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     azure_account_key: SecretStr | None = None
     azure_sas_token: SecretStr | None = None
     azure_connection_string: SecretStr | None = None
+    azure_list_page_size: int = 5000  # blobs per listing page (5000 is the service's maximum)
 
     # Service side.
     service_api_keys: SecretStr | None = None  # comma-separated keys the service accepts

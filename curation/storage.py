@@ -133,7 +133,7 @@ class LocalStorage:
 class AzureBlobStorage:
     """A container, read with azure-storage-blob. The credential is used to list, read and sign only."""
 
-    def __init__(self, config: AzureStorageConfig) -> None:
+    def __init__(self, config: AzureStorageConfig, page_size: int = 5000) -> None:
         from azure.storage.blob import BlobServiceClient, ContainerClient
 
         given = config.secrets()
@@ -143,6 +143,7 @@ class AzureBlobStorage:
                 f"got {len(given)}; set one, e.g. CURATION_AZURE_ACCOUNT_KEY"
             )
         self.config = config
+        self.page_size = page_size
         self._secrets = given
         try:
             if config.connection_string is not None:
@@ -175,7 +176,8 @@ class AzureBlobStorage:
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         try:
-            for page in self.container.list_blobs(name_starts_with=self.config.prefix or None).by_page():
+            blobs = self.container.list_blobs(name_starts_with=self.config.prefix or None, results_per_page=self.page_size)
+            for page in blobs.by_page():
                 for blob in page:
                     yield BlobInfo(name=blob.name, size=int(blob.size or 0))
         except Exception as exc:
@@ -218,7 +220,7 @@ def open_storage(config: LocalStorageConfig | AzureStorageConfig, settings: Sett
     """The storage for a config; Azure credentials missing from the config come from the settings."""
     if isinstance(config, LocalStorageConfig):
         return LocalStorage(config)
-    return AzureBlobStorage(config.with_env_credentials(settings))
+    return AzureBlobStorage(config.with_env_credentials(settings), page_size=settings.azure_list_page_size)
 
 
 def sas_expiry(settings: Settings, now: datetime | None = None) -> datetime:
