@@ -17,6 +17,11 @@ import httpx
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from PIL import Image
 
+
+import polars as pl
+
+from curation import Curation
+from curation.paths import dataset_paths
 from curation.pipeline import list_and_validate
 from curation.storage import open_storage
 from tests.integration.helpers import azure_config, new_container
@@ -82,3 +87,14 @@ def test_more_than_a_page_of_blobs_is_listed_and_validated(azurite, settings):
     # Without the prefix the whole container is listed.
     everything = list(open_storage(azure_config(azurite, container), settings).list_blobs())
     assert len(everything) == COUNT + 3
+
+    # And the whole multi-page container curates to the end: every accepted blob exactly once.
+    run = settings.model_copy(update={"shard_size": 512, "results_page_size": 2000})
+    cr = Curation(settings=run)
+    dataset_id = cr.curate_dataset("paged", config, wait=True)
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Completed" and record.counts.accepted == COUNT
+    files = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)
+    assert files.height == COUNT and files["image_id"].n_unique() == COUNT
+    assert sorted(files["blob_name"]) == sorted(names)
+    assert record.counts.processed + record.counts.failed == COUNT
