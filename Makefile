@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SERVE ?= 1
 export PYTHONUNBUFFERED := 1
+# Offline machines: Prefect's temporary server would log a failed telemetry call on every run.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test bench install install-test chromium clean
 

@@ -295,6 +295,8 @@ def main() -> None:
     """Entry point: an unexpected error is one line (set CURATION_DEBUG=1 for the traceback)."""
     import os
 
+    # Prefect's temporary server phones home for telemetry; offline that is an ERROR line on every run.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except Exception as exc:  # known errors exit in the commands; this is the safety net
