@@ -10,12 +10,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from curation.pipeline import shards
-from curation.registry import DatasetType
+from curation.registry import DatasetRecord, DatasetType
 from curation.settings import get_settings
-from curation.storage import AzureStorageConfig, LocalStorageConfig
+from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from flows.track_curation import track_curation
 from tasks.dataset_tasks import publish_report
 from tasks.curation_tasks import (
+    StorageConfig,
     check_service,
     list_images,
     make_thumbnails,
@@ -48,6 +49,14 @@ def curate_dataset(
         report = list_images(storage)
         check_service()
         record, accepted = register_dataset(name, storage, report, dataset_type), report.accepted
+    curate_listed(storage, record, accepted, wait_for_completion)
+    return record.id
+
+
+def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[BlobInfo], wait_for_completion: bool) -> None:
+    """Thumbnails, signing, submission and tracking of a registered dataset's listed images, inside a flow run.
+
+    Reused by curate-new-blobs for the images a new version adds. Marks the dataset Failed on any error."""
     try:
         # Thumbnails start first and run while the service does inference; finished shards are not redone.
         futures = [
@@ -65,4 +74,3 @@ def curate_dataset(
         mark_failed(record.id, f"{type(exc).__name__}: {exc}")
         publish_report(record.id, None)
         raise
-    return record.id
