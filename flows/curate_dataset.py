@@ -59,9 +59,10 @@ def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[
     Reused by curate-new-blobs for the images a new version adds. Marks the dataset Failed on any error."""
     try:
         # Thumbnails start first and run while the service does inference; finished shards are not redone.
+        settings = get_settings()
         futures = [
-            make_thumbnails.submit(storage, record.id, i, shard)
-            for i, shard in enumerate(shards(accepted, get_settings().shard_size))
+            make_thumbnails.submit(storage, settings, record.id, i, shard)
+            for i, shard in enumerate(shards(accepted, settings.shard_size))
         ]
         submit_job(record.id, sign_urls(storage, accepted))
         done = wait(futures)

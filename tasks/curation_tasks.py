@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from curation import pipeline, registry
 from curation.client import JobStatus, ServiceError, connect
 from curation.registry import DatasetRecord, DatasetType
-from curation.settings import get_settings
+from curation.settings import Settings, get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from curation.results import WrittenCounts
 from curation.validation import ValidationReport
@@ -86,9 +86,12 @@ def submit_job(dataset_id: str, items: list[dict[str, Any]]) -> str:
 
 
 @task(name="make-thumbnails", retries=1, **PRIVATE)
-def make_thumbnails(config: StorageConfig, dataset_id: str, shard: int, blobs: list[BlobInfo]) -> int:
+def make_thumbnails(
+    config: StorageConfig, settings: Settings, dataset_id: str, shard: int, blobs: list[BlobInfo]
+) -> int:
     """Make one shard's thumbnails (decoding each image once) and record its file facts."""
-    return pipeline.make_thumbnail_shard(config, get_settings(), dataset_id, shard, blobs)
+    # Settings come in as a parameter, not from get_settings(): the task may run in another process (Dask).
+    return pipeline.make_thumbnail_shard(config, settings, dataset_id, shard, blobs)
 
 
 @task(name="poll-job", **PRIVATE)
