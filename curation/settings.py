@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     thumbnail_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
     results_page_size: int = 1000
 
+    # Where shard tasks run: threads in the flow process, or Dask (an existing scheduler at dask_address, else a
+    # LocalCluster of dask_workers processes started for the flow run).
+    task_runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None
+    dask_workers: int = 2
+
     # SAS: read-only, per blob, valid long enough to cover the job.
     sas_expiry_minutes: int = 240
 
@@ -53,6 +60,10 @@ class Settings(BaseSettings):
     azure_sas_token: SecretStr | None = None
     azure_connection_string: SecretStr | None = None
     azure_list_page_size: int = 5000  # blobs per listing page (5000 is the service's maximum)
+
+    # Publish every Completed dataset's Parquet to this fsspec URL (abfs://container/prefix, file:///dir, ...); the
+    # Azure credential above is passed to adlfs as storage options, never logged.
+    output_url: str | None = None
 
     # Service side.
     service_api_keys: SecretStr | None = None  # comma-separated keys the service accepts
