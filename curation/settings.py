@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     # Inference service. None means the embedded service, started in-process on a loopback port.
     service_url: str | None = None
     api_key: SecretStr | None = None
+    api_key_block: str | None = None  # Prefect Secret block holding the API key, read when api_key is unset
     model: str = "cpu"  # cpu (weight-free default) or clip
     clip_weights: Path | None = None  # local open_clip checkpoint; never downloaded at run time
     clip_model: str = "ViT-B-32"

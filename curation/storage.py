@@ -57,7 +57,8 @@ class AzureStorageConfig(BaseModel):
 
     Give exactly one credential: account_key, sas_token (a container SAS with read and list) or
     connection_string. Left empty, it is read from CURATION_AZURE_ACCOUNT_KEY / _SAS_TOKEN /
-    _CONNECTION_STRING, or from the Prefect Secret block named in secret_block. account_url points the
+    _CONNECTION_STRING, or from the Prefect block named in credentials_block (a CurationAzureCredentials) or
+    secret_block (a Secret holding the account key). account_url points the
     same config at Azurite or a sovereign cloud.
     """
 
@@ -71,6 +72,9 @@ class AzureStorageConfig(BaseModel):
     connection_string: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
     account_url: str | None = None
     prefix: str | None = None
+    credentials_block: str | None = Field(
+        default=None, description="Prefect block (curation-azure-credentials) holding the Azure credential"
+    )
     secret_block: str | None = Field(default=None, description="Prefect Secret block holding the account key")
 
     def secrets(self) -> list[SecretStr]:

@@ -27,13 +27,10 @@ def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def resolve_credentials(config: StorageConfig) -> StorageConfig:
-    """Fill Azure credentials from a Prefect Secret block when the config names one."""
-    if isinstance(config, AzureStorageConfig) and config.secret_block and not config.secrets():
-        from prefect.blocks.system import Secret
-        from pydantic import SecretStr
+    """Fill Azure credentials from the Prefect block the config names (credentials_block or secret_block)."""
+    from tasks.blocks import load_storage_credentials
 
-        return config.model_copy(update={"account_key": SecretStr(str(Secret.load(config.secret_block).get()))})
-    return config
+    return load_storage_credentials(config)
 
 
 @task(name="list-images", **PRIVATE)
