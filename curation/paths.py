@@ -60,12 +60,29 @@ class DatasetPaths:
     def thumbnail_shard(self, shard: int) -> Path:
         return self.work / f"thumbnails-{shard:05d}.parquet"
 
+    def version_shard(self, version: int, shard: int) -> Path:
+        """A thumbnail shard merged in by version `version` of an incrementally curated dataset."""
+        return self.work / f"thumbnails-v{version:04d}-{shard:05d}.parquet"
+
+    @property
+    def lineage(self) -> Path:
+        """Which version and flow run curated each blob (curation/versions.py)."""
+        return self.dir / "lineage.parquet"
+
+    @property
+    def versions(self) -> Path:
+        return self.dir / "versions.json"
+
     @property
     def thumbnails(self) -> Path:
         return self.dir / "thumbnails"
 
     def thumbnail(self, image_id: str) -> Path:
         return self.thumbnails / image_id[:2] / f"{image_id}.jpg"
+
+    def versioned_thumbnail(self, image_id: str, version: int) -> Path:
+        """An image's thumbnail as version `version` added it (the previous version's stays readable meanwhile)."""
+        return self.thumbnails / image_id[:2] / f"{image_id}.v{version}.jpg"
 
 
 def datasets_dir(root: Path) -> Path:

@@ -62,6 +62,8 @@ class DatasetRecord(BaseModel):
     embedding_model: str | None = None
     counts: Counts = Field(default_factory=Counts)
     job_id: str | None = None
+    parent_id: str | None = None  # set on the hidden staging dataset that curates a new version of parent_id
+    version: int | None = None  # the last committed version of an incrementally curated dataset
 
 
 def save(root: Path, record: DatasetRecord) -> DatasetRecord:
@@ -95,17 +97,19 @@ def mark_failed(root: Path, dataset_id: str, reason: str) -> DatasetRecord:
     return update(root, dataset_id, status=Status.FAILED, failure_reason=reason)
 
 
-def list_records(root: Path) -> list[DatasetRecord]:
-    """All datasets under the root, newest first. Unreadable records are skipped."""
+def list_records(root: Path, include_staging: bool = False) -> list[DatasetRecord]:
+    """All datasets under the root, newest first. Unreadable records and (unless asked) staging datasets are skipped."""
     folder = datasets_dir(root)
     records = []
     if folder.exists():
         for child in folder.iterdir():
             if is_object_id(child.name) and (child / "dataset.json").exists():
                 try:
-                    records.append(load(root, child.name))
+                    record = load(root, child.name)
                 except ValueError:
                     continue
+                if include_staging or record.parent_id is None:
+                    records.append(record)
     return sorted(records, key=lambda r: r.created, reverse=True)
 
 
