@@ -42,6 +42,7 @@ class StorageError(RuntimeError):
 class BlobInfo:
     name: str
     size: int
+    etag: str | None = None  # change token: Azure's ETag, or mtime_ns-size of a local file (curate-new-blobs diffs it)
 
 
 class LocalStorageConfig(BaseModel):
@@ -116,7 +117,8 @@ class LocalStorage:
         for path in sorted(self.root.rglob("*")):
             name = path.relative_to(self.root).as_posix()
             if path.is_file() and name.startswith(self.prefix) and not name.startswith("."):
-                yield BlobInfo(name=name, size=path.stat().st_size)
+                stat = path.stat()
+                yield BlobInfo(name=name, size=stat.st_size, etag=f"{stat.st_mtime_ns}-{stat.st_size}")
 
     def _path(self, name: str) -> Path:
         path = (self.root / name).resolve()
@@ -183,7 +185,7 @@ class AzureBlobStorage:
             blobs = self.container.list_blobs(name_starts_with=self.config.prefix or None, results_per_page=self.page_size)
             for page in blobs.by_page():
                 for blob in page:
-                    yield BlobInfo(name=blob.name, size=int(blob.size or 0))
+                    yield BlobInfo(name=blob.name, size=int(blob.size or 0), etag=blob.etag)
         except Exception as exc:
             raise StorageError(f"cannot list container {self.config.container_name!r}: {self._clean(exc)}") from None
 
