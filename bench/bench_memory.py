@@ -1,0 +1,317 @@
+"""Peak memory of the curating process as the dataset grows: does it stay flat?
+
+Usage:
+    python bench/bench_memory.py                       # quick: N = 1000 and 4000 (about 2 minutes)
+    python bench/bench_memory.py --n 10000 100000      # the full run (target: peak at 100k <= 1.5x the peak at 10k)
+    python bench/bench_memory.py --n 10000 --keep      # keep the data roots under bench/results/ to inspect them
+
+Each N runs in a fresh child process that curates N tiny synthetic JPEGs (64x48, varied content: a colour grid,
+blocks and noise per seed, so they are not duplicates) from a local folder through the real Prefect flow,
+`Curation(settings=...).curate_dataset(..., wait=True)`, with the embedded service and the default model, under an
+ephemeral Prefect with a private PREFECT_HOME. Before the clock starts the child imports everything, runs a
+trivial flow (Prefect's temporary server starts) and a 300-point UMAP layout (umap's import and numba JIT, a
+fixed cost of a few hundred MiB); that RSS is the baseline. Measured:
+
+  peak RSS      VmHWM of the child (the flow process, which also hosts the embedded service) during the curation,
+                reset through /proc/self/clear_refs after the warm-up, so the baseline is included but no warm-up spike
+  growth        peak minus baseline: what the dataset itself costs
+  server RSS    the peak RSS of the child's own children (Prefect's temporary server), sampled
+  phases        the parent samples the child's VmRSS every 0.2 s and splits the samples by phase, whose boundaries are
+                the data root's file times (listing.parquet, the last thumbnail shard, metadata, embeddings, files,
+                analytics and sampling Parquet) and the log line of the poll that saw the job Completed
+
+Prints a table (N, seconds, images/s, baseline, peak, growth, ratio to the smallest N) and the per-phase peaks,
+and writes bench/results/memory-<timestamp>.json. Synthetic images are cached under bench/results/cache/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+
+W, H = 64, 48
+SAMPLE_S = 0.2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Synthetic tiny images
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _make_chunk(args: tuple[int, int, str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    start, stop, folder = args
+    for i in range(start, stop):
+        rng = np.random.default_rng(i)
+        grid = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((W, H), Image.BICUBIC)
+        blocks = Image.fromarray(rng.integers(0, 256, (int(rng.integers(3, 12)), int(rng.integers(4, 16)), 3),
+                                              dtype=np.uint8)).resize((W, H), Image.NEAREST)
+        img = Image.blend(grid, blocks, float(rng.uniform(0.1, 0.5)))
+        noise = rng.integers(-12, 13, (H, W, 3))
+        img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+        path = Path(folder) / f"{i // 1000:03d}" / f"img_{i:06d}.jpg"
+        img.save(path, "JPEG", quality=85)
+
+
+def tiny_images(n: int, cache: Path) -> Path:
+    """A folder of exactly n tiny JPEGs (sub-folders of 1000), generated once and reused by every larger N."""
+    src = cache / f"tiny-{W}x{H}"
+    done = [i for i in range(0, n, 1000) if (src / f"{i // 1000:03d}" / f"img_{min(i + 999, n - 1):06d}.jpg").exists()]
+    todo = [(i, min(i + 1000, n)) for i in range(0, n, 1000) if i not in done]
+    if todo:
+        t0 = time.perf_counter()
+        print(f"generating {sum(b - a for a, b in todo)} tiny {W}x{H} JPEGs into {src} (once) ...", flush=True)
+        for a, _ in todo:
+            (src / f"{a // 1000:03d}").mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(_make_chunk, [(a, b, str(src)) for a, b in todo]))
+        print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    view = cache / f"tiny-view-{n}"  # exactly n images: hard links into the cache
+    if view.is_dir() and sum(1 for _ in view.rglob("*.jpg")) == n:
+        return view
+    shutil.rmtree(view, ignore_errors=True)
+    for i in range(n):
+        rel = Path(f"{i // 1000:03d}") / f"img_{i:06d}.jpg"
+        (view / rel.parent).mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / rel, view / rel)
+        except OSError:
+            shutil.copyfile(src / rel, view / rel)
+    return view
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The child: one curation in a fresh process
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _status_kb(pid: int | str, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def child(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
+        os.environ.pop(key, None)
+    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
+    os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect import flow
+
+    from curation import Curation, registry
+    from curation.settings import Settings
+    from curation.storage import LocalStorageConfig
+
+    @flow(name="bench-memory-warmup")
+    def warmup() -> int:
+        return 1
+
+    warmup()
+    import numpy as np
+
+    from curation.layout import layout_3d
+
+    layout_3d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))  # umap import + numba JIT
+    settings = Settings().model_copy(update={"data_root": work / "data", "poll_interval_s": args.poll_interval})
+    baseline_kb = _status_kb("self", "VmRSS")
+    reset = True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    except OSError:
+        reset = False
+    print(f"CHILD-START {time.time():.3f} baseline {baseline_kb / 1024:.0f} MiB", flush=True)
+    t0, cpu0 = time.time(), time.process_time()
+    dataset_id = Curation(settings=settings).curate_dataset(f"memory-{args.n}", LocalStorageConfig(path=args.folder),
+                                                            wait=True)
+    t1 = time.time()
+    record = registry.load(settings.data_root, dataset_id)
+    out = {
+        "n": args.n, "dataset_id": dataset_id, "t_start": t0, "t_end": t1, "seconds": t1 - t0,
+        "cpu_s": time.process_time() - cpu0, "status": record.status.value,
+        "counts": record.counts.model_dump(mode="json"), "failure_reason": record.failure_reason,
+        "baseline_mb": baseline_kb / 1024, "peak_rss_mb": _status_kb("self", "VmHWM") / 1024, "peak_reset": reset,
+        "rss_after_mb": _status_kb("self", "VmRSS") / 1024,
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "data_root": str(settings.data_root), "shard_size": settings.shard_size,
+        "results_page_size": settings.results_page_size,
+    }
+    print("RESULT-JSON " + json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The parent: run a child per N, sample its memory, split by phase
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _children_rss_kb(pid: int) -> int:
+    total = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += _status_kb(d.name, "VmRSS")
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
+_COMPLETED_POLL = re.compile(r"job \S+: Completed")
+
+
+def phase_bounds(res: dict, lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
+    """(phase, end time) in order; each phase starts where the previous one ended. File times come from the data root."""
+    ds = Path(res["data_root"]) / "datasets" / res["dataset_id"]
+
+    def mtime(p: Path) -> float | None:
+        return p.stat().st_mtime if p.exists() else None
+
+    shards = [s.stat().st_mtime for s in (ds / "work").glob("thumbnails-*.parquet")]
+    polled = [t for t, line in lines if _COMPLETED_POLL.search(line)]
+    marks = [
+        ("start, listing, register", mtime(ds / "work" / "listing.parquet")),
+        ("thumbnails + inference", max(shards) if shards else None),
+        ("inference after thumbnails", polled[0] if polled else None),
+        ("results: read pages, metadata", mtime(ds / "metadata.parquet")),
+        ("results: 3D layout, embeddings", mtime(ds / "embeddings.parquet")),
+        ("results: files table", mtime(ds / "files.parquet")),
+        ("analytics", mtime(ds / "analytics.parquet")),
+        ("sampling", mtime(ds / "sampling.parquet")),
+        ("complete, report", res["t_end"]),
+    ]
+    out, last = [], res["t_start"]
+    for name, t in marks:
+        if t is not None:
+            last = max(last, t)
+            out.append((name, last))
+    return out
+
+
+def run_child(n: int, folder: Path, args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-memory-{n}-", dir=RESULTS))
+    cmd = [sys.executable, __file__, "--child", "--n", str(n), "--folder", str(folder), "--work", str(work),
+           "--poll-interval", str(args.poll_interval)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.time(), line.rstrip()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    samples: list[tuple[float, float, float]] = []  # (time, child RSS MiB, its children's RSS MiB)
+    while proc.poll() is None:
+        rss = _status_kb(proc.pid, "VmRSS")
+        if rss:
+            samples.append((time.time(), rss / 1024, _children_rss_kb(proc.pid) / 1024))
+        time.sleep(SAMPLE_S)
+    reader.join(timeout=10)
+    found = [line for _, line in lines if line.startswith("RESULT-JSON ")]
+    if proc.returncode or not found:
+        print("\n".join(line for _, line in lines[-60:]), file=sys.stderr)
+        raise SystemExit(f"memory bench child for N={n} failed (exit {proc.returncode})")
+    res = json.loads(found[0].split(" ", 1)[1])
+    if res["status"] != "Completed" or res["counts"]["processed"] + res["counts"]["failed"] != n:
+        raise SystemExit(f"N={n}: dataset {res['status']} with counts {res['counts']}: {res['failure_reason']}")
+    bounds = phase_bounds(res, lines)
+    phases, start = [], res["t_start"]
+    for name, end in bounds:
+        inside = [s for s in samples if start <= s[0] <= end]
+        phases.append({"phase": name, "seconds": end - start, "samples": len(inside),
+                       "peak_rss_mb": max((s[1] for s in inside), default=None)})
+        start = end
+    during = [s for s in samples if res["t_start"] <= s[0] <= res["t_end"]]
+    res.update(images_per_s=n / res["seconds"], phases=phases, sampled_peak_rss_mb=max(s[1] for s in during),
+               server_peak_rss_mb=max((s[2] for s in during), default=0.0), rss_samples=len(during),
+               growth_mb=res["peak_rss_mb"] - res["baseline_mb"])
+    if args.keep:
+        res["kept_work_dir"] = str(work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def print_table(runs: list[dict]) -> None:
+    first = runs[0]
+    print(f"\n== memory bench: tiny {W}x{H} JPEGs, local folder, Prefect flow, embedded service, "
+          f"{os.cpu_count()} cores (shard {first['shard_size']}, results page {first['results_page_size']})")
+    head = ["N", "seconds", "images/s", "baseline MiB", "peak RSS MiB", "growth MiB", "peak ratio", "growth ratio",
+            "server MiB"]
+    rows = [head]
+    for r in runs:
+        rows.append([f"{r['n']:,}", f"{r['seconds']:.1f}", f"{r['images_per_s']:.0f}", f"{r['baseline_mb']:.0f}",
+                     f"{r['peak_rss_mb']:.0f}", f"{r['growth_mb']:.0f}", f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f}",
+                     f"{r['growth_mb'] / max(first['growth_mb'], 1):.2f}", f"{r['server_peak_rss_mb']:.0f}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    for r in runs:
+        print(f"\nN={r['n']:,}: peak RSS by phase (sampled every {SAMPLE_S} s; VmHWM {r['peak_rss_mb']:.0f} MiB)")
+        for p in r["phases"]:
+            peak = "-" if p["peak_rss_mb"] is None else f"{p['peak_rss_mb']:.0f}"
+            print(f"  {p['phase']:32s} {p['seconds']:8.1f} s  {peak:>6} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, nargs="+", default=[1000, 4000], help="dataset sizes (full run: 10000 100000)")
+    ap.add_argument("--poll-interval", type=float, default=2.0, help="CURATION_POLL_INTERVAL_S of the child")
+    ap.add_argument("--cache", type=Path, default=RESULTS / "cache", help="where the synthetic images are kept")
+    ap.add_argument("--keep", action="store_true", help="keep each child's data root")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        args.n = args.n[0]
+        child(args)
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(args.n)
+    tiny_images(sizes[-1], args.cache)
+    runs = []
+    for n in sizes:
+        print(f"curating {n:,} tiny images in a fresh process ...", flush=True)
+        runs.append(run_child(n, tiny_images(n, args.cache), args))
+        r = runs[-1]
+        print(f"  {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MiB (baseline {r['baseline_mb']:.0f})",
+              flush=True)
+    print_table(runs)
+    first = runs[0]
+    summary = {"peak_ratio_to_smallest": {r["n"]: r["peak_rss_mb"] / first["peak_rss_mb"] for r in runs},
+               "growth_ratio_to_smallest": {r["n"]: r["growth_mb"] / max(first["growth_mb"], 1) for r in runs},
+               "target": "peak at 100k <= 1.5x peak at 10k"}
+    out = RESULTS / f"memory-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps({"image_size": [W, H], "cpu_count": os.cpu_count(), "runs": runs, **summary}, indent=2))
+    print(f"\nwrote {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
