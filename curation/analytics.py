@@ -184,23 +184,27 @@ def _list_array(values: pa.Array, counts: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
+QUALITY_CHUNK = 10_000  # rows turned into dicts at a time: bounded memory whatever the dataset's size
+
+
 def _quality(signals: pl.DataFrame | None, n: int) -> tuple[list[float | None], list[list[str] | None]]:
     if signals is None:
         return [None] * n, [None] * n
     if signals.height != n:
         raise ValueError(f"signals has {signals.height} rows for {n} images")
-    rows = signals.to_dicts()
-    sides = [math.sqrt(r["width"] * r["height"]) for r in rows if r.get("width") and r.get("height")]
-    typical = float(np.median(sides)) if sides else None
+    sides = signals.select((pl.col("width").cast(pl.Float64) * pl.col("height")).sqrt().alias("side"))["side"]
+    sides = sides.filter(sides > 0)
+    typical = float(sides.median()) if len(sides) else None
     scores: list[float | None] = []
     flags: list[list[str] | None] = []
-    for r in rows:
-        if r.get("blur") is None or not r.get("width") or not r.get("height"):
-            scores.append(None)
-            flags.append(None)
-            continue
-        scores.append(quality_score(r))
-        flags.append(quality_flags(r, r["width"], r["height"], typical_side=typical))
+    for chunk in signals.iter_slices(QUALITY_CHUNK):
+        for r in chunk.to_dicts():
+            if r.get("blur") is None or not r.get("width") or not r.get("height"):
+                scores.append(None)
+                flags.append(None)
+                continue
+            scores.append(quality_score(r))
+            flags.append(quality_flags(r, r["width"], r["height"], typical_side=typical))
     return scores, flags
 
 
