@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test,clip]'
+	$(PY) -m pip install --quiet -e '.[test,clip,dask]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

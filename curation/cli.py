@@ -78,6 +78,8 @@ def curate(
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
     wait: Annotated[bool, typer.Option(help="Track the job to its end")] = True,
     resume: Annotated[str | None, typer.Option(help="Finish an unfinished dataset with this id")] = None,
+    dask: Annotated[bool, typer.Option(help="Run the shard tasks on Dask (a LocalCluster unless --dask-address)")] = False,
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler to use, e.g. tcp://host:8786")] = None,
 ) -> None:
     """Curate a container (credentials from CURATION_AZURE_ACCOUNT_KEY, _SAS_TOKEN or _CONNECTION_STRING) or a folder."""
     if (container is None) == (local is None):
@@ -87,7 +89,7 @@ def curate(
         if local is not None
         else AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url, prefix=prefix)
     )
-    cr = Curation()
+    cr = Curation(task_runner="dask" if dask or dask_address else None, dask_address=dask_address)
     try:
         dataset_id = cr.curate_dataset(name, config, resume=resume)
         console.print(f"dataset id: [bold]{dataset_id}[/]")
@@ -153,6 +155,21 @@ def export(dataset_id: str, output: Annotated[Path, typer.Option("-o", "--output
         console.print(f"wrote {len(data['images'])} images to {output}")
     except KNOWN_ERRORS as exc:
         _fail(exc)
+
+
+@app.command()
+def publish(
+    dataset_id: str,
+    url: Annotated[str | None, typer.Argument(help="fsspec URL or path; default CURATION_OUTPUT_URL")] = None,
+) -> None:
+    """Publish a Completed dataset's Parquet and record to URL/DATASET_ID/ (abfs://container/prefix, file:///dir)."""
+    from curation.publish import PublishError
+
+    try:
+        published = Curation().publish_dataset(dataset_id, url)
+    except (*KNOWN_ERRORS, PublishError) as exc:
+        _fail(exc)
+    console.print(f"published to {published.url}: {', '.join(published.files)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

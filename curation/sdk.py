@@ -14,6 +14,7 @@ from curation.atomic import write_text_atomic
 from curation.client import JobStatus, connect
 from curation.export import results_json
 from curation.pipeline import check_job
+from curation.publish import Published
 from curation.registry import DatasetRecord, DatasetType, Status
 from curation.settings import Settings, get_settings, use_settings
 from curation.storage import AzureStorageConfig, LocalStorageConfig
@@ -27,6 +28,8 @@ class Curation:
         service_url: the remote service; None uses the embedded service in this process.
         data_root: where datasets live (default: CURATION_DATA_ROOT, else ./data).
         settings: a full settings object, for everything else.
+        task_runner: where curate-dataset's shard tasks run: "threads" or "dask" (default: CURATION_TASK_RUNNER).
+        dask_address: the Dask scheduler for "dask"; None starts a LocalCluster per run (CURATION_DASK_ADDRESS).
     """
 
     def __init__(
@@ -35,6 +38,8 @@ class Curation:
         service_url: str | None = None,
         data_root: str | Path | None = None,
         settings: Settings | None = None,
+        task_runner: str | None = None,
+        dask_address: str | None = None,
     ) -> None:
         base = settings or get_settings()
         changes: dict[str, Any] = {}
@@ -44,6 +49,12 @@ class Curation:
             changes["service_url"] = service_url
         if data_root is not None:
             changes["data_root"] = Path(data_root)
+        if task_runner is not None:
+            if task_runner not in ("threads", "dask"):
+                raise ValueError(f"task_runner must be 'threads' or 'dask', not {task_runner!r}")
+            changes["task_runner"] = task_runner
+        if dask_address is not None:
+            changes["dask_address"] = dask_address
         self.settings = base.model_copy(update=changes)
 
     def curate_dataset(
@@ -68,9 +79,11 @@ class Curation:
             DatasetTooSmall: too few acceptable images; no dataset is created.
         """
         from flows.curate_dataset import curate_dataset
+        from flows.runners import task_runner_for
 
+        flow = curate_dataset.with_options(task_runner=task_runner_for(self.settings))
         with use_settings(self.settings):
-            return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
+            return flow(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
 
     def tracing_curation_task(self, dataset_id: str, tracing: bool = True) -> str:
         """Track a dataset's job; with tracing, poll every `poll_interval_s` until Completed or Failed.
@@ -127,6 +140,20 @@ class Curation:
         if path is not None:
             write_text_atomic(Path(path), json.dumps(data, indent=2, default=str))
         return data
+
+    def publish_dataset(self, dataset_id: str, url: str | None = None) -> Published:
+        """Publish a Completed dataset's Parquet and record (no secrets) to `<url>/<dataset_id>/`, `_SUCCESS` last.
+
+        Args:
+            dataset_id: a Completed dataset.
+            url: any fsspec URL or path (abfs://container/prefix with the Azure credential settings, file:///dir);
+                default CURATION_OUTPUT_URL.
+        Returns:
+            The dataset folder's URL (credentials removed) and the files written.
+        """
+        from curation.publish import publish_dataset
+
+        return publish_dataset(self.settings, dataset_id, url)
 
     def sample_dataset(self, dataset_id: str, seed: int = 0, strategy: str = "stratified") -> dict[str, Any]:
         """(Re)compute the dataset's sampling order with the `sample-dataset` flow.

@@ -11,10 +11,12 @@ from pydantic import Field
 
 from curation import registry
 from curation.client import ServiceError
+from curation.publish import PublishError
 from curation.registry import Status
 from curation.settings import get_settings
 from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.curation_tasks import complete_dataset, mark_failed, poll_job, write_results
+from tasks.publish_tasks import publish_parquet
 
 
 @flow(name="track-curation", log_prints=False)
@@ -50,7 +52,13 @@ def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
             if written.failed < written.images:
                 analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
                 compute_sampling(dataset_id, seed=0, strategy="stratified")
-            return complete_dataset(dataset_id).status.value
+            record = complete_dataset(dataset_id)
+            if record.status == Status.COMPLETED and get_settings().output_url:
+                try:
+                    publish_parquet(dataset_id)
+                except PublishError as exc:  # whole locally, but not delivered where it was asked for
+                    return mark_failed(dataset_id, str(exc)).status.value
+            return record.status.value
         if status.status == "Failed":
             reason = f"inference job {status.job_id} failed: {status.reason or 'no reason given'}"
             return mark_failed(dataset_id, reason).status.value
