@@ -56,7 +56,9 @@ def _coverage(z: np.ndarray, ranks: list[np.ndarray], sizes: list[int], queries:
         partial *= -2.0
         partial += sq[:, None]
         for r, order in enumerate(orders):
-            block = np.stack([partial[order[a:b]].min(axis=0) for a, b in zip(starts, sizes, strict=True)])
+            # Two steps of a tiny dataset can keep the same count: that step adds no image (an empty slice).
+            block = np.stack([partial[order[a:b]].min(axis=0) if b > a else np.full(len(q), np.inf)
+                              for a, b in zip(starts, sizes, strict=True)])
             nearest = np.minimum.accumulate(block, axis=0).T + sq[q][:, None]
             excluded = ranks[r][q][:, None] >= np.asarray(sizes)[None, :]
             out[r, lo : lo + len(q)] = np.where(excluded, np.maximum(nearest, 0.0), np.nan)

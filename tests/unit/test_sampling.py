@@ -203,3 +203,13 @@ def test_fidelity_report_and_format() -> None:
             assert dropped["exact_share"] < 1
     text = format_fidelity(report)
     assert "tv_joint" in text and "coverage_mean" in text and "duplicates_kept" in text
+
+
+def test_fidelity_report_of_a_tiny_dataset_whose_steps_repeat_a_size() -> None:
+    """4 images: the 40% and 60% steps both keep 2 (a curate-new-blobs delta can be this small)."""
+    frame = label_frame([(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), (1, 0, 1, 0)])
+    emb = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    report = fidelity_report(frame, emb, compute_sampling(frame, emb, seed=0), seeds=2)
+    sizes = [s["size"] for s in report["steps"]]
+    assert sizes == sorted(sizes) and len(set(sizes)) < len(sizes)
+    assert all(np.isfinite(s["sampled"]["coverage_mean"]) for s in report["steps"])
