@@ -6,13 +6,13 @@ from typing import Annotated
 
 from prefect import flow
 from prefect.futures import wait
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from curation.pipeline import shards
 from curation.registry import DatasetRecord, DatasetType
 from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
+from flows.runners import task_runner_for
 from flows.track_curation import track_curation
 from tasks.dataset_tasks import publish_report
 from tasks.curation_tasks import (
@@ -29,7 +29,7 @@ from tasks.curation_tasks import (
 )
 
 
-@flow(name="curate-dataset", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().thumbnail_workers))
+@flow(name="curate-dataset", task_runner=task_runner_for(get_settings()))
 def curate_dataset(
     name: Annotated[str, Field(description="Display name of the new dataset")],
     storage: Annotated[

@@ -1,0 +1,70 @@
+"""curate-dataset on Dask: the real flow with a 2-process LocalCluster; its shard tasks run on both workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation import Curation, LocalStorageConfig
+from curation.ids import image_id_for
+from curation.paths import dataset_paths
+from curation.settings import Settings
+from flows.runners import task_runner_for
+from tests.images import write_images
+
+distributed = pytest.importorskip("distributed")  # the dask extra; `make test` installs it
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes, as a user's existing scheduler would offer."""
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as c:
+        yield c
+
+
+def test_curate_dataset_shards_run_on_both_dask_workers(tmp_path: Path, cluster):
+    names = write_images(tmp_path / "images", 35)
+    settings = Settings(
+        data_root=tmp_path / "data", poll_interval_s=0.2, shard_size=8, dask_address=cluster.scheduler_address
+    )
+    cr = Curation(settings=settings, task_runner="dask")  # the embedded service: a loopback port in this process
+    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+        pids = client.run(os.getpid)  # worker address -> process id
+        with distributed.get_task_stream(client) as stream:
+            dataset_id = cr.curate_dataset("on dask", LocalStorageConfig(path=tmp_path / "images"), wait=True)
+
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Completed", record.failure_reason
+    assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (35, 35, 0)
+    paths = dataset_paths(settings.data_root, dataset_id)
+    files = pl.read_parquet(paths.files)
+    assert sorted(files["image_id"]) == sorted(image_id_for(n) for n in names)  # every image accounted for
+    assert files["error"].null_count() == 35 and files["width"].null_count() == 0
+    assert all((settings.data_root / t).exists() for t in files["thumbnail"])
+    assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 5  # 35 images in shards of 8
+    assert pl.read_parquet(paths.metadata).height == 35 and pl.read_parquet(paths.embeddings).height == 35
+
+    # Evidence from the scheduler itself: which worker ran each shard task, in processes other than this one.
+    shard_runs = [t for t in stream.data if "thumbnails" in str(t["key"])]
+    assert len(shard_runs) == 5, [t["key"] for t in stream.data]
+    workers = {t["worker"] for t in shard_runs}
+    assert workers == set(pids), workers
+    assert os.getpid() not in {pids[w] for w in workers} and len({pids[w] for w in workers}) == 2
+
+
+def test_task_runner_for_the_settings():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    threads = task_runner_for(Settings(thumbnail_workers=3))
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    remote = task_runner_for(Settings(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://127.0.0.1:8786"
+    local = task_runner_for(Settings(task_runner="dask", dask_workers=3))
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["processes"] is True
+    with pytest.raises(ValueError, match="threads' or 'dask"):
+        Curation(settings=Settings(), task_runner="ray")
