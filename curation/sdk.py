@@ -48,7 +48,7 @@ class Curation:
         if service_url is not None:
             changes["service_url"] = service_url
         if data_root is not None:
-            changes["data_root"] = Path(data_root)
+            changes["data_root"] = Path(data_root).expanduser().absolute()
         if task_runner is not None:
             if task_runner not in ("threads", "dask"):
                 raise ValueError(f"task_runner must be 'threads' or 'dask', not {task_runner!r}")

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,12 @@ class Settings(BaseSettings):
 
     # Data root: every dataset, thumbnail and export lives under it.
     data_root: Path = Field(default=Path("data"))
+
+    @field_validator("data_root")
+    @classmethod
+    def _absolute_root(cls, root: Path) -> Path:
+        # Absolute from the start: a task on a Dask worker (another working directory) must find the same root.
+        return Path(root).expanduser().absolute()
 
     # Validation: a dataset needs at least this many acceptable images (the spec: MORE than 30).
     min_images: int = 31
