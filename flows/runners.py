@@ -34,17 +34,3 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
     cluster = {"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
 
-
-def settings_for_workers(settings: Settings) -> Settings:
-    """Settings to hand to tasks that may run in another process, so they reach this run's inference service.
-
-    With the embedded service (no `service_url`), a worker process would otherwise start an embedded service of its
-    own that knows none of this run's jobs; instead it gets the URL and key of the one in this process (a loopback
-    port: workers on this machine reach it). Threads share the process, so their settings are returned unchanged.
-    """
-    if settings.task_runner == "threads" or settings.service_url:
-        return settings
-    from curation.service.server import embedded_service
-
-    service = embedded_service(settings)
-    return settings.model_copy(update={"service_url": service.url, "api_key": service.api_key})
