@@ -100,6 +100,37 @@ def curate(
         _fail(exc)
 
 
+@app.command("curate-new")
+def curate_new(
+    container: Annotated[str | None, typer.Option(help="Azure container name")] = None,
+    account_name: Annotated[str | None, typer.Option(help="Azure storage account")] = None,
+    account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
+    local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
+    name: Annotated[str | None, typer.Option(help="Dataset name if this run creates it")] = None,
+) -> None:
+    """Curate only the blobs added or changed since the last run, as a new version of that storage's dataset."""
+    if (container is None) == (local is None):
+        _fail(ValueError("give exactly one of --container or --local"))
+    config = (
+        LocalStorageConfig(path=local, prefix=prefix)
+        if local is not None
+        else AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url, prefix=prefix)
+    )
+    try:
+        summary = Curation().curate_new_blobs(config, name=name)
+    except KNOWN_ERRORS as exc:
+        _fail(exc)
+    if summary["version"] is None:
+        console.print(f"dataset {summary['dataset_id']}: nothing new", highlight=False)
+    else:
+        console.print(
+            f"dataset {summary['dataset_id']} version {summary['version']}: {summary['added']} added, "
+            f"{summary['changed']} changed, {summary['failed']} failed; {summary['images']} images",
+            highlight=False,
+        )
+
+
 @app.command()
 def track(dataset_id: str, tracing: Annotated[bool, typer.Option(help="Poll until the end")] = True) -> None:
     """Track a dataset's inference job and write its results when it completes."""

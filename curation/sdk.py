@@ -99,6 +99,25 @@ class Curation:
         with use_settings(self.settings):
             return track_curation(dataset_id, tracing=tracing)
 
+    def curate_new_blobs(
+        self, storage_config: LocalStorageConfig | AzureStorageConfig, name: str | None = None
+    ) -> dict[str, Any]:
+        """Curate only the blobs added or changed since the last successful run, as a new version of the dataset.
+
+        Args:
+            storage_config: the container or folder (and prefix) whose dataset to extend.
+            name: the dataset's name if this run creates it (version 1); default: the container or folder.
+        Returns:
+            {dataset_id, version, flow_run_id, created, added, changed, failed, images}; version None (and nothing
+            written) when nothing was new.
+        Raises:
+            DatasetTooSmall: no dataset yet and too few acceptable images to create one.
+        """
+        from flows.curate_new_blobs import curate_new_blobs
+
+        with use_settings(self.settings):
+            return curate_new_blobs(storage_config, name)
+
     def job_status(self, dataset_id: str) -> JobStatus:
         """The inference job's progress, without running a flow (for progress bars)."""
         with connect(self.settings) as client:
