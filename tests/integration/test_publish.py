@@ -152,3 +152,12 @@ def test_failed_publish_fails_the_curation_with_the_reason(tmp_path, azurite):
     assert record.failure_reason.startswith(f"could not publish dataset {dataset_id} to abfs://refused/exports/")
     assert WRONG_KEY not in record.failure_reason
     assert pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files).height == 31  # whole locally
+
+
+def test_publishing_logs_no_credential(curated, azurite, captured_logs):
+    cr, dataset_id, container = curated
+    published = cr.publish_dataset(dataset_id, f"abfs://{container}/logged")
+    assert published.url == f"abfs://{container}/logged/{dataset_id}"
+    assert captured_logs.lines  # azure-core logs every request at DEBUG
+    leaked = [line for line in captured_logs.lines if azurite.account_key in line or "AccountKey=" in line]
+    assert leaked == []
