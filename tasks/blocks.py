@@ -11,6 +11,7 @@ Register the block type once per Prefect server with `prefect block register -m 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from curation.settings import Settings, get_settings, use_settings
 from curation.storage import AzureStorageConfig, LocalStorageConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
+StorageConfig = LocalStorageConfig | AzureStorageConfig
 
 
 class CurationAzureCredentials(Block):
@@ -34,11 +36,11 @@ class CurationAzureCredentials(Block):
     _block_type_slug = "curation-azure-credentials"
     _description = "An Azure storage account key, container SAS (read+list) or connection string for curation."
 
-    account_name: str | None = Field(default=None, description="Storage account name (not needed with a connection string)")
+    account_name: str | None = Field(default=None, description="Storage account (not needed with a connection string)")
     account_url: str | None = Field(default=None, description="Account endpoint, e.g. Azurite's or a sovereign cloud's")
     account_key: SecretStr | None = Field(default=None, description="Account key: lists, reads and signs per-blob SAS")
     sas_token: SecretStr | None = Field(default=None, description="A container SAS with read and list permissions")
-    connection_string: SecretStr | None = Field(default=None, description="A connection string that holds an account key")
+    connection_string: SecretStr | None = Field(default=None, description="A connection string with an account key")
 
     @model_validator(mode="after")
     def _exactly_one_credential(self) -> CurationAzureCredentials:
@@ -68,7 +70,7 @@ class CurationAzureCredentials(Block):
         )
 
 
-def load_storage_credentials(config: LocalStorageConfig | AzureStorageConfig) -> LocalStorageConfig | AzureStorageConfig:
+def load_storage_credentials(config: StorageConfig) -> StorageConfig:
     """Fill an Azure config's credential from the block it names; a config with its own credential is kept.
 
     Args:
@@ -105,4 +107,6 @@ def secrets_from_blocks(fn: F) -> F:
         with use_settings(settings_from_blocks(get_settings())):
             return fn(*args, **kwargs)
 
+    # Evaluated annotations: Prefect builds the parameter model in the wrapper's module, which lacks the flow's names.
+    run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
     return run  # type: ignore[return-value]

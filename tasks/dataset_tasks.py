@@ -1,4 +1,4 @@
-"""Tasks that work on a written dataset: analytics and sampling."""
+"""Tasks that work on a written dataset: analytics, sampling, the run report and the downstream summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from curation import dataset_analytics, subsets
-from curation.run_report import report_markdown, run_report
+from curation.run_report import dataset_summary, report_markdown, run_report, summary_markdown
 from curation.settings import get_settings
 
 
@@ -32,18 +32,41 @@ def analyse_dataset(dataset_id: str) -> dict[str, Any]:
 
 @task(name="publish-report", persist_result=False)
 def publish_report(dataset_id: str, seconds: float | None) -> dict[str, Any]:
-    """Publish the run's Markdown artifact and emit curation.dataset.completed (or .failed) for downstream flows."""
-    from prefect.artifacts import create_markdown_artifact
+    """Publish the run's Markdown and class-count table artifacts and emit curation.dataset.completed (or .failed)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
 
     report = run_report(get_settings().data_root, dataset_id, seconds)
     create_markdown_artifact(
         key=f"curation-{dataset_id}", markdown=report_markdown(report), description=f"Curation of {report['name']}"
     )
+    if report["classes"]:
+        create_table_artifact(
+            key=f"curation-{dataset_id}-classes", table=report["classes"],
+            description=f"Images per class: {report['name']}",
+        )
     outcome = "completed" if report["status"] == "Completed" else "failed"
+    # Downstream deployment triggers match the resource id `curation.dataset.*` and read the payload.
     emit_event(
         event=f"curation.dataset.{outcome}",
         resource={"prefect.resource.id": f"curation.dataset.{dataset_id}", "prefect.resource.name": report["name"]},
-        payload={"dataset_id": dataset_id, "status": report["status"], "counts": report["counts"]},
+        payload={k: report[k] for k in ("dataset_id", "status", "counts", "class_counts", "seconds", "failure_reason")},
     )
     return report
+
+
+@task(name="summarise-dataset", persist_result=False)
+def summarise_dataset(dataset_id: str) -> dict[str, Any]:
+    """Read a Completed dataset's Parquet back, log a short summary and publish it as a Markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    summary = dataset_summary(get_settings().data_root, dataset_id)
+    get_run_logger().info(
+        "dataset %s: %d images, %d failed; most common %s",
+        dataset_id, summary["images"], summary["failed"],
+        ", ".join(f"{c} {t['label']}" for c, t in summary["top_labels"].items()),
+    )
+    create_markdown_artifact(
+        key=f"summary-{dataset_id}", markdown=summary_markdown(summary), description=f"Summary of {summary['name']}"
+    )
+    return summary

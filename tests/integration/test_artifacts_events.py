@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import httpx
+import polars as pl
+import pytest
 
 from curation import Curation, LocalStorageConfig
+from curation.paths import dataset_paths
 from tests.images import write_images
 
 
 def read_artifact(key: str):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
 
     async def read():
         async with get_client() as client:
-            return await client.read_latest_artifacts()
+            only = ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+            return await client.read_latest_artifacts(artifact_filter=only)
 
     return [a for a in asyncio.run(read()) if a.key == key]
 
@@ -39,11 +46,32 @@ def test_completed_run_publishes_artifact_and_event(tmp_path, settings):
     cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
     dataset_id = cr.curate_dataset("with report", LocalStorageConfig(path=tmp_path / "images"), wait=True)
 
+    metadata = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).metadata)
+    expected = {c: metadata[c].fill_null("None").value_counts().rows() for c in ("time", "weather", "road", "location")}
+
     [artifact] = read_artifact(f"curation-{dataset_id}")
-    assert "with report" in artifact.data and "Completed" in artifact.data
-    assert "| time |" in artifact.data and "images/s" in artifact.data and "panel serve dashboards/" in artifact.data
-    assert "| failure | images |" in artifact.data
+    assert artifact.type == "markdown"
+    text = artifact.data
+    assert f"## with report ({dataset_id}): Completed" in text
+    assert "33 found, 33 accepted, 32 processed, 1 failed." in text
+    seconds, rate = re.search(r"Took ([\d.]+) s \(([\d.]+) images/s\)", text).groups()
+    assert 0 < float(seconds) < 300 and float(rate) == pytest.approx(33 / float(seconds), rel=0.02)
+    for category, counts in expected.items():  # per category: label -> count, None included
+        row = re.search(rf"^\| {category} \| (.*) \|$", text, re.M).group(1)
+        parsed = {label: int(n) for label, n in (pair.rsplit(" ", 1) for pair in row.split(" · "))}
+        assert {label: n for label, n in parsed.items() if n} == dict(counts)
+    assert "| failure | images |\n|---|---|\n| not a recognised image format | 1 |" in text, text  # by reason
+    assert f"`CURATION_DATA_ROOT={settings.data_root.resolve()} curation viewer`" in text
+    assert "panel serve dashboards/" in text and f"dataset `{dataset_id}`" in text
+
+    [table] = read_artifact(f"curation-{dataset_id}-classes")
+    assert table.type == "table"
+    rows = json.loads(table.data)
+    assert {(r["category"], r["class"]): r["images"] for r in rows if r["images"]} == {
+        (c, label): n for c, counts in expected.items() for label, n in counts
+    }
 
     [event] = read_events("curation.dataset.completed", dataset_id)
     assert event["payload"]["dataset_id"] == dataset_id
     assert event["payload"]["counts"]["accepted"] == 33 and event["payload"]["counts"]["failed"] == 1
+    assert event["payload"]["class_counts"]["time"]["None"] == dict(expected["time"]).get("None", 0)

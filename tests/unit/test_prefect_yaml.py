@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import yaml
@@ -20,7 +21,30 @@ def test_deployments_match_their_flows():
         assert deployment["work_pool"]["name"] == "curation-process"
         assert flow.description, "Prefect's UI shows the flow docstring"
         names.add(flow.name)
-    assert names == {"curate-dataset", "track-curation", "sample-dataset"}
+    assert names >= {"curate-dataset", "track-curation", "sample-dataset", "summarise-dataset"}
+
+
+def test_summarise_dataset_is_triggered_by_a_completed_curation_with_its_dataset_id():
+    """The trigger matches our event and resource id pattern and renders the dataset id from the event."""
+    from prefect.events import Event, Resource
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from prefect.server.utilities.user_templates import render_user_template
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    [deployment] = [d for d in spec["deployments"] if d["name"] == "summarise-dataset"]
+    [raw] = deployment["triggers"]
+    trigger = DeploymentEventTrigger.model_validate(raw)
+    assert trigger.expect == {"curation.dataset.completed"} and trigger.enabled
+    dataset_id = "6b07853ea0d81f32342580f4"
+    event = Event(
+        event="curation.dataset.completed",
+        resource=Resource({"prefect.resource.id": f"curation.dataset.{dataset_id}", "prefect.resource.name": "x"}),
+        payload={"dataset_id": dataset_id, "status": "Completed"},
+    )
+    assert trigger.match.matches(event.resource)
+    assert not trigger.match.matches(Resource({"prefect.resource.id": f"prefect.flow-run.{dataset_id}"}))
+    rendered = asyncio.run(render_user_template(trigger.parameters["dataset_id"], {"event": event}))
+    assert rendered == dataset_id
 
 
 def test_flow_parameters_hold_no_secret_fields():

@@ -26,5 +26,47 @@ def test_report_counts_classes_and_groups_failures(tmp_path):
     assert report["failures"] == {"cannot decode image: broken data stream when reading image file …": 2}
     day = [r for r in report["classes"] if r["category"] == "time" and r["class"] == "day"]
     assert day == [{"category": "time", "class": "day", "images": 2}]
+    assert report["class_counts"]["time"] == {"day": 2, "night": 0, "dawn_dusk": 0, "None": 2}
+    assert report["open"] == f"CURATION_DATA_ROOT={tmp_path.resolve()} curation viewer"
     text = report_markdown(report)
-    assert "| time | day | 2 |" in text and "2 failed" in text and "2.0 images/s" in text
+    assert "| time | day 2 · night 0 · dawn_dusk 0 · None 2 |" in text
+    assert "2 failed" in text and "Took 2.0 s (2.0 images/s)" in text
+    assert f"`CURATION_DATA_ROOT={tmp_path.resolve()} curation viewer`" in text and f"dataset `{record.id}`" in text
+
+
+def test_report_of_a_failed_run_has_its_reason_and_no_classes(tmp_path):
+    record = registry.register(tmp_path, "f", counts=Counts(found=40, accepted=40))
+    registry.mark_failed(tmp_path, record.id, "inference service unavailable: 503")
+    report = run_report(tmp_path, record.id)
+    assert report["status"] == "Failed" and report["class_counts"] == {} and report["seconds"] is None
+    text = report_markdown(report)
+    assert "Reason: inference service unavailable: 503" in text and "images/s" not in text
+
+
+def test_summary_reads_the_completed_dataset_back(tmp_path):
+    import polars as pl
+    import pytest
+
+    from curation.run_report import dataset_summary, summary_markdown
+
+    record = registry.register(tmp_path, "s", counts=Counts(found=4, accepted=4, processed=3, failed=1))
+    paths = dataset_paths(tmp_path, record.id)
+    files = [{"image_id": f"i{k}", "blob_name": f"{k}.jpg", "size": 1, "error": "bad" if k == 3 else None} for k in range(4)]
+    write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
+    meta = [{"image_id": f"i{k}", "time": ["night", "night", "day", None][k], "road": "city"} for k in range(4)]
+    write_table(paths.metadata, rows_to_table(meta, metadata_schema()))
+    pl.DataFrame(
+        {"image_id": [f"i{k}" for k in range(4)], "duplicate_group": [0, 0, None, None],
+         "quality_flags": [["dark"], ["dark", "blurry"], [], []]}
+    ).write_parquet(paths.analytics)
+    with pytest.raises(ValueError, match="not Completed"):
+        dataset_summary(tmp_path, record.id)
+    registry.update(tmp_path, record.id, status=Status.COMPLETED)
+
+    summary = dataset_summary(tmp_path, record.id)
+    assert (summary["images"], summary["failed"], summary["duplicates"]) == (4, 1, 2)
+    assert summary["top_labels"]["time"] == {"label": "night", "images": 2, "share": 0.5}
+    assert summary["top_labels"]["road"] == {"label": "city", "images": 4, "share": 1.0}
+    assert summary["quality_flags"] == {"dark": 2, "blurry": 1}
+    text = summary_markdown(summary)
+    assert "4 images, 1 failed, 2 in duplicate groups." in text and "| time | night | 2 | 50% |" in text

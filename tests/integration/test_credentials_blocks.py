@@ -1,0 +1,79 @@
+"""Credentials only in Prefect blocks: a curation from Azurite through the curate-dataset flow, with the Azure
+account key in a CurationAzureCredentials block and the inference API key in a Secret block, no CURATION_AZURE_*
+or CURATION_API_KEY in the environment, and neither secret in the flow runs' parameters or Prefect's database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from prefect.blocks.system import Secret
+
+from curation import Curation
+from curation.storage import AzureStorageConfig
+from tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
+from tests.integration.conftest import SERVICE_KEY
+from tests.integration.helpers import new_container, upload_images
+from tests.integration.test_curate_azure import prefect_database
+
+
+def flow_runs_parameters(flow_name: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+    return [run.parameters for run in asyncio.run(read())]
+
+
+def test_curate_from_azurite_with_credentials_only_in_blocks(azurite, settings, monkeypatch):
+    for name in ("ACCOUNT_KEY", "SAS_TOKEN", "CONNECTION_STRING"):
+        monkeypatch.delenv(f"CURATION_AZURE_{name}", raising=False)
+    monkeypatch.delenv("CURATION_API_KEY", raising=False)
+    suffix = uuid.uuid4().hex[:8]
+    CurationAzureCredentials(
+        account_name=azurite.account_name, account_url=azurite.blob_endpoint, account_key=azurite.account_key
+    ).save(f"azurite-{suffix}")
+    Secret(value=SERVICE_KEY).save(f"inference-key-{suffix}")
+    container = new_container(azurite)
+    upload_images(container, 31, prefix="blocks/")
+
+    # Only block names: no credential in the storage parameter, none in the settings.
+    storage = AzureStorageConfig(
+        container_name=container.container_name, prefix="blocks/", credentials_block=f"azurite-{suffix}"
+    )
+    block_settings = settings.model_copy(update={"api_key": None, "api_key_block": f"inference-key-{suffix}"})
+    assert settings_from_blocks(block_settings).api_key.get_secret_value() == SERVICE_KEY
+    cr = Curation(settings=block_settings)
+    dataset_id = cr.curate_dataset("from blocks", storage, wait=True)
+
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Completed" and record.counts.processed == 31, record
+    assert record.storage["account_name"] == azurite.account_name  # taken from the block
+
+    needles = [azurite.account_key, SERVICE_KEY]
+    runs = flow_runs_parameters("curate-dataset") + flow_runs_parameters("track-curation")
+    parameters = json.dumps(runs, default=str)
+    assert f"azurite-{suffix}" in parameters  # the block's name is a parameter, its value is not
+    for needle in needles:
+        assert needle not in parameters
+        assert needle not in (settings.data_root / "datasets" / dataset_id / "dataset.json").read_text()
+    # Prefect keeps block documents encrypted: the database file never holds the secret in clear.
+    db = prefect_database()
+    for path in [p for p in db.parent.iterdir() if p.name.startswith(db.name)]:
+        data = path.read_bytes()
+        assert not any(needle.encode() in data for needle in needles), path
+
+
+def test_a_missing_block_is_a_clear_error_and_registers_nothing(settings):
+    storage = AzureStorageConfig(container_name="drives", credentials_block=f"no-such-block-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ValueError, match="no-such-block"):
+        load_storage_credentials(storage)
+    cr = Curation(settings=settings)
+    with pytest.raises(ValueError, match="no-such-block"):
+        cr.curate_dataset("missing block", storage, wait=True)
+    assert cr.list_datasets() == []
