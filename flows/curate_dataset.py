@@ -14,6 +14,7 @@ from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from flows.runners import task_runner_for
 from flows.track_curation import track_curation
+from tasks.blocks import secrets_from_blocks
 from tasks.dataset_tasks import publish_report
 from tasks.curation_tasks import (
     StorageConfig,
@@ -30,6 +31,7 @@ from tasks.curation_tasks import (
 
 
 @flow(name="curate-dataset", task_runner=task_runner_for(get_settings()))
+@secrets_from_blocks
 def curate_dataset(
     name: Annotated[str, Field(description="Display name of the new dataset")],
     storage: Annotated[

@@ -14,12 +14,14 @@ from curation.client import ServiceError
 from curation.publish import PublishError
 from curation.registry import Status
 from curation.settings import get_settings
+from tasks.blocks import secrets_from_blocks
 from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.curation_tasks import complete_dataset, mark_failed, poll_job, write_results
 from tasks.publish_tasks import publish_parquet
 
 
 @flow(name="track-curation", log_prints=False)
+@secrets_from_blocks
 def track_curation(
     dataset_id: Annotated[str, Field(description="The dataset id that curate-dataset returned")],
     tracing: Annotated[bool, Field(description="Poll until the end (true) or make one status request (false)")] = True,
