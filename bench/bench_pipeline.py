@@ -339,23 +339,35 @@ def run_plain(settings, config, name: str, marks: dict[str, float] | None = None
         mark("check service")
         record = pipeline.register_dataset(name, config, report, settings, DatasetType.USER)
         mark("register")
+        parts = pipeline.shards(report.accepted, settings.shard_size)
+        per_shard = hasattr(pipeline, "submit_shard")  # one inference job per shard (else one job per dataset)
         with ThreadPoolExecutor(max_workers=settings.thumbnail_workers) as pool:
             futures = [
                 pool.submit(pipeline.make_thumbnail_shard, config, settings, record.id, i, shard)
-                for i, shard in enumerate(pipeline.shards(report.accepted, settings.shard_size))
+                for i, shard in enumerate(parts)
             ]
-            items = pipeline.sign_items(config, settings, report.accepted)
-            mark("sign")
-            with connect(settings) as client:
-                pipeline.submit_images(client, record.id, items, settings)
-            mark("submit")
+            if per_shard:
+                for i, shard in enumerate(parts):
+                    pipeline.submit_shard(config, settings, record.id, i, shard)
+                mark("sign+submit")
+            else:
+                items = pipeline.sign_items(config, settings, report.accepted)
+                mark("sign")
+                with connect(settings) as client:
+                    pipeline.submit_images(client, record.id, items, settings)
+                mark("submit")
             for f in futures:
                 f.result()
             mark("thumbnails done")
         polls = 0
         while True:
-            with connect(settings) as client:
-                status = pipeline.check_job(client, record.id, settings)
+            if per_shard:
+                status = pipeline.check_job(record.id, settings)
+                if status.lost:
+                    raise RuntimeError(f"shards lost: {status.reasons}")
+            else:
+                with connect(settings) as client:
+                    status = pipeline.check_job(client, record.id, settings)
             polls += 1
             if status.finished:
                 break
@@ -363,11 +375,14 @@ def run_plain(settings, config, name: str, marks: dict[str, float] | None = None
         mark("poll saw job finished")
         marks["polls"] = polls
         if status.status != "Completed":
-            raise RuntimeError(f"job {status.job_id} {status.status}: {status.reason}")
-        with connect(settings) as client:
-            updated = client._request("GET", f"/v1/jobs/{status.job_id}")["updated"]  # when the service finished
-            marks["service finished job"] = datetime.fromisoformat(updated).timestamp() - t0_wall
-            written = pipeline.write_dataset_results(client, record.id, settings)
+            raise RuntimeError(f"jobs ended {status.status}: {getattr(status, 'reason', None)}")
+        if per_shard:
+            written = pipeline.write_dataset_results(record.id, settings)
+        else:
+            with connect(settings) as client:
+                updated = client._request("GET", f"/v1/jobs/{status.job_id}")["updated"]  # when the service finished
+                marks["service finished job"] = datetime.fromisoformat(updated).timestamp() - t0_wall
+                written = pipeline.write_dataset_results(client, record.id, settings)
         mark("results written")
         if written.failed < written.images:
             dataset_analytics.analyse_dataset(settings.data_root, record.id)

@@ -83,33 +83,73 @@ def _working_copy(img: Image.Image) -> Image.Image:
     return img
 
 
-def _laplacian_variance(gray: np.ndarray) -> float:
-    if gray.shape[0] < 3 or gray.shape[1] < 3:
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _moments(hist: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) variance of 0-255 values given their 256-bin histogram."""
+    n = hist.sum()
+    mean = float(hist @ _LEVELS) / n
+    return mean, max(float(hist @ (_LEVELS * _LEVELS)) / n - mean * mean, 0.0)
+
+
+def _percentiles(hist: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile's default (linear) percentiles of 0-255 values, from their 256-bin histogram."""
+    n = int(hist.sum())
+    cum = np.cumsum(hist)
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo = math.floor(pos)
+        below, above = np.searchsorted(cum, [lo, min(lo + 1, n - 1)], side="right")
+        out.append(float(below + (pos - lo) * (above - below)))
+    return out
+
+
+def _sum_sq(x: np.ndarray) -> float:
+    # einsum, not a BLAS dot: OpenBLAS threads a long dot, which is 100x slower on a busy machine.
+    return float(np.einsum("i,i->", x, x))
+
+
+def _laplacian_variance(gray_u8: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian over the interior pixels (exact: integer arithmetic)."""
+    if gray_u8.shape[0] < 3 or gray_u8.shape[1] < 3:
         return 0.0
-    lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4.0 * gray[1:-1, 1:-1]
-    return float(lap.var())
+    g = gray_u8.astype(np.int16)
+    lap = g[1:-1, :-2] + g[1:-1, 2:]
+    lap += g[:-2, 1:-1]
+    lap += g[2:, 1:-1]
+    lap -= 4 * g[1:-1, 1:-1]
+    flat = lap.ravel().astype(np.float64)
+    mean = flat.sum() / flat.size
+    return max(_sum_sq(flat) / flat.size - mean * mean, 0.0)
 
 
-def _entropy_bits(gray_u8: np.ndarray) -> float:
-    counts = np.bincount(gray_u8.ravel(), minlength=256).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
+def _entropy_bits(hist: np.ndarray) -> float:
+    p = hist[hist > 0] / hist.sum()
     return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def _colourfulness(rgb: np.ndarray) -> float:
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+def _colourfulness(rgb_u8: np.ndarray) -> float:
+    r, g, b = (rgb_u8[..., i].astype(np.float64).ravel() for i in range(3))
     rg = r - g
     yb = 0.5 * (r + g) - b
-    return float(math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean()))
+    n = rg.size
+    m_rg, m_yb = rg.sum() / n, yb.sum() / n
+    sd_rg = math.sqrt(max(_sum_sq(rg) / n - m_rg * m_rg, 0.0))
+    sd_yb = math.sqrt(max(_sum_sq(yb) / n - m_yb * m_yb, 0.0))
+    return float(math.hypot(sd_rg, sd_yb) + 0.3 * math.hypot(m_rg, m_yb))
 
 
 def phash(gray: Image.Image) -> int:
     """The 64-bit DCT perceptual hash of an image as a signed int64 (bit 63 first, as imagehash orders them).
 
     Same recipe as imagehash.phash: 32 x 32 grayscale (Lanczos), 2D DCT-II, the 8 x 8 lowest frequencies,
-    each bit set when the coefficient is above their median.
+    each bit set when the coefficient is above their median; except that the downscale first box-reduces by an
+    integer factor to at least 3x the hash grid (Pillow's reducing_gap=3), 3x cheaper. On 500 photos and
+    synthetic frames that changed no bit for 87% and 2 bits for the rest (4 bits once).
     """
-    small = gray.convert("L").resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
+    small = gray.convert("L").resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     pixels = np.asarray(small, dtype=np.float64)
     coeffs = dct(dct(pixels, axis=0), axis=1)[:PHASH_BITS, :PHASH_BITS]
     bits = (coeffs > np.median(coeffs)).ravel()
@@ -128,28 +168,30 @@ def image_signals(img: Image.Image, width: int, height: int) -> dict[str, float 
         A flat dict of floats plus `phash` (signed int64), ready to be one row of a signals table.
     """
     work = _working_copy(img)
-    rgb = np.asarray(work, dtype=np.float32)
+    rgb = np.asarray(work)
     gray_img = work.convert("L")
     gray_u8 = np.asarray(gray_img)
-    gray = gray_u8.astype(np.float32)
-    luma = gray / 255.0
-    # Channel-wise max/min: numpy reduces a 3-wide last axis slowly (about 3x slower here).
+    # Every statistic of 0-255 values comes from its histogram: exact, and far cheaper than sorting for
+    # percentiles or float copies of the image for moments.
+    hist = np.asarray(gray_img.histogram(), dtype=np.float64)
+    mean, var = _moments(hist)
+    p05, p99 = _percentiles(hist, (5, 99))
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    chroma = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) / 255.0
-    p05, p99 = np.percentile(luma, [5, 99])
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # uint8, no overflow: max >= min
+    chroma_hist = np.bincount(chroma.ravel(), minlength=256).astype(np.float64)
     w, h = max(int(width), 1), max(int(height), 1)
-    blur = _laplacian_variance(gray)
+    blur = _laplacian_variance(gray_u8)
     return {
-        "brightness": float(luma.mean()),
-        "luma_p05": float(p05),
-        "luma_p99": float(p99),
-        "contrast": float(luma.std()),
+        "brightness": mean / 255.0,
+        "luma_p05": p05 / 255.0,
+        "luma_p99": p99 / 255.0,
+        "contrast": math.sqrt(var) / 255.0,
         "blur": blur,
-        "sharpness": blur / (float(gray.var()) + 1e-6),
-        "entropy": _entropy_bits(gray_u8),
+        "sharpness": blur / (var + 1e-6),
+        "entropy": _entropy_bits(hist),
         "colourfulness": _colourfulness(rgb),
-        "saturation": float(chroma.mean()),
-        "chroma_p99": float(np.percentile(chroma, 99)),
+        "saturation": _moments(chroma_hist)[0] / 255.0,
+        "chroma_p99": _percentiles(chroma_hist, (99,))[0] / 255.0,
         "aspect_ratio": min(w / h, h / w),
         "megapixels": w * h / 1e6,
         "phash": phash(gray_img),

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     thumbnail_size: int = 256
     thumbnail_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
     results_page_size: int = 1000
+    # Worker processes for decoding, quality signals, thumbnails and model features (curation.workpool);
+    # None = one per core, 0 = in the calling thread.
+    work_processes: int | None = None
 
     # Where shard tasks run: threads in the flow process, or Dask (an existing scheduler at dask_address, else a
     # LocalCluster of dask_workers processes started for the flow run).

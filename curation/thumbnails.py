@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
+from curation import workpool
 from curation.atomic import atomic_path
 from curation.ids import image_id_for
 from curation.imaging import ImageDecodeError, decode_image
@@ -41,6 +42,22 @@ def make_thumbnail(data: bytes, target: Path, max_side: int) -> dict[str, object
     return {**facts, **signals, "width": decoded.width, "height": decoded.height, "format": decoded.format, "error": None}
 
 
+BATCH_SIZE = 8  # images per hand-over to a worker process: ~0.1 s of work, ~3 MB of 1080p JPEG bytes
+
+
+def _thumbnail_batch(jobs: list[tuple[bytes, str, int]]) -> list[dict[str, object]]:
+    """Worker side: make_thumbnail for each (bytes, target path, max side)."""
+    return [make_thumbnail(data, Path(target), max_side) for data, target, max_side in jobs]
+
+
+def _crashed(job: tuple[bytes, str, int], reason: str) -> dict[str, object]:
+    data = job[0]
+    return {
+        "content_hash": hashlib.sha256(data).hexdigest() if data else None,
+        "width": None, "height": None, "format": None, "error": f"cannot decode image: {reason}",
+    }
+
+
 def thumbnail_rows(
     blobs: list[BlobInfo],
     read_bytes: Callable[[str], bytes],
@@ -48,22 +65,45 @@ def thumbnail_rows(
     root: Path,
     max_side: int,
 ) -> list[dict[str, object]]:
-    """Files-table rows for a shard of blobs, making each one's thumbnail on the way."""
+    """Files-table rows for a shard of blobs, making each one's thumbnail on the way.
+
+    Bytes are read in this thread while worker processes (curation.workpool) decode, measure and encode the
+    previous batches; a read that fails, or an image whose worker dies, is a row with the reason.
+    """
+    facts: list[dict[str, object] | None] = [None] * len(blobs)
+    targets = [thumbnail_path(image_id_for(blob.name)) for blob in blobs]
+
+    def batches() -> Iterator[list[tuple[bytes, str, int]]]:
+        batch: list[tuple[bytes, str, int]] = []
+        for i, blob in enumerate(blobs):
+            try:
+                batch.append((read_bytes(blob.name), str(targets[i]), max_side))
+                where.append(i)
+            except Exception as exc:  # storage read failed: the row records why, the dataset goes on
+                facts[i] = {"width": None, "height": None, "format": None, "error": f"cannot read: {exc}",
+                            "content_hash": None}
+            if len(batch) == BATCH_SIZE:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    where: list[int] = []  # blob index of each job handed over, in order
+    done = 0
+    for results in workpool.map_batches(_thumbnail_batch, batches(), _crashed):
+        for result in results:
+            facts[where[done]] = result
+            done += 1
     rows = []
-    for blob in blobs:
-        image_id = image_id_for(blob.name)
-        target = thumbnail_path(image_id)
-        try:
-            facts = make_thumbnail(read_bytes(blob.name), target, max_side)
-        except Exception as exc:  # storage read failed: the row records why, the dataset goes on
-            facts = {"width": None, "height": None, "format": None, "error": f"cannot read: {exc}", "content_hash": None}
+    for blob, target, fact in zip(blobs, targets, facts, strict=True):
+        assert fact is not None
         rows.append(
             {
-                "image_id": image_id,
+                "image_id": image_id_for(blob.name),
                 "blob_name": blob.name,
                 "size": blob.size,
-                **facts,
-                "thumbnail": None if facts["error"] else target.relative_to(root).as_posix(),
+                **fact,
+                "thumbnail": None if fact["error"] else target.relative_to(root).as_posix(),
             }
         )
     return rows

@@ -20,6 +20,7 @@ class CpuModel:
     """Deterministic rule-based tagger and descriptor embedder (no weights, no GPU)."""
 
     input_side = 120  # short side it works at (WORK_H); lets the service decode JPEGs in draft mode
+    process_safe = True  # small to pickle, pure CPU: the service runs it in curation.workpool's processes
     name = "cpu-rules-v1"
     embedding_name = "cpu-descriptor-v1"
     embedding_dim = cpu_features.EMBEDDING_DIM

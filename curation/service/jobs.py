@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+from PIL import Image
 
+from curation import workpool
 from curation.imaging import ImageDecodeError, decode_image
-from curation.models.base import ModelBackend
+from curation.models.base import ModelBackend, Prediction
 from curation.service.fetch import FetchError, fetch_bytes
 from curation.service.journal import JobJournal
 from curation.service.usage import UsageLedger
@@ -78,6 +80,42 @@ class Job:
         }
 
 
+def predict_batch(work: list[tuple[ModelBackend, bytes, int]]) -> list[tuple[Prediction | None, str | None]]:
+    """Decode each image (JPEG draft mode at the backend's input side) and run the model on the batch.
+
+    Runs in a worker process (curation.workpool) or in the calling thread. Returns (prediction, None) per image,
+    or (None, why): a decode error fails that image, a model crash fails the batch's images, not the job.
+    """
+    if not work:
+        return []
+    backend = work[0][0]
+    decoded: list[Image.Image | str] = []
+    for _, data, side in work:
+        try:
+            decoded.append(decode_image(data, min_side=side).image)
+        except ImageDecodeError as exc:
+            decoded.append(str(exc))
+    images = [d for d in decoded if not isinstance(d, str)]
+    try:
+        predictions = iter(backend.predict(images)) if images else iter(())
+        model_error = None
+    except Exception as exc:  # a model crash fails these images, not the job
+        predictions, model_error = iter(()), f"model error: {type(exc).__name__}: {exc}"
+    out: list[tuple[Prediction | None, str | None]] = []
+    for d in decoded:
+        if isinstance(d, str):
+            out.append((None, d))
+        elif model_error is not None:
+            out.append((None, model_error))
+        else:
+            out.append((next(predictions), None))
+    return out
+
+
+def _worker_died(work: tuple[ModelBackend, bytes, int], reason: str) -> tuple[None, str]:
+    return None, f"model error: {reason}"
+
+
 class JobRunner:
     """Owns the jobs of one service instance and the worker threads that process them."""
 
@@ -87,7 +125,12 @@ class JobRunner:
         self.usage = usage
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=settings.service_workers, thread_name_prefix="inference")
+        # A backend that says it is cheap to copy and pure CPU (the default one) runs in curation.workpool's
+        # processes; the batch threads then only fetch and wait, so a few more of them keep the processes fed.
+        self._in_workers = bool(getattr(backend, "process_safe", False)) and workpool.worker_count(settings) > 0
+        threads = settings.service_workers + (workpool.worker_count(settings) if self._in_workers else 0)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        self._fetchers = ThreadPoolExecutor(max_workers=4 * settings.service_workers, thread_name_prefix="fetch")
         self._http = httpx.Client(
             timeout=settings.fetch_timeout_s,
             limits=httpx.Limits(max_connections=4 * settings.service_workers),
@@ -145,9 +188,10 @@ class JobRunner:
         job = self.jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
-    def _load(self, item: JobItem) -> tuple[Any, str | None]:
+    def _fetch(self, item: JobItem) -> bytes | str:
+        """The image's bytes, or why they could not be fetched."""
         try:
-            data = fetch_bytes(
+            return fetch_bytes(
                 item.url,
                 self._http,
                 max_bytes=self.settings.max_image_bytes,
@@ -155,26 +199,26 @@ class JobRunner:
                 allow_file=self.settings.allow_file_urls,
                 allow_private=self.settings.allow_private_hosts,
             )
-            side = getattr(self.backend, "input_side", MODEL_SIDE)  # JPEG draft decodes no larger than needed
-            return decode_image(data, min_side=side).image, None
-        except (FetchError, ImageDecodeError) as exc:
-            return None, str(exc)
+        except FetchError as exc:
+            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - never lose an image; the type only (a message may hold the URL)
+            return f"cannot fetch: {type(exc).__name__}"
 
     def _run_batch(self, job: Job, items: list[JobItem]) -> None:
-        loaded = [self._load(item) for item in items]
-        images = [img for img, _ in loaded if img is not None]
-        try:
-            predictions = iter(self.backend.predict(images)) if images else iter(())
-            model_error = None
-        except Exception as exc:  # a model crash fails these images, not the job
-            predictions, model_error = iter(()), f"model error: {type(exc).__name__}: {exc}"
+        fetched = list(self._fetchers.map(self._fetch, items))  # concurrent fetches; the CPU work follows
+        side = getattr(self.backend, "input_side", MODEL_SIDE)  # JPEG draft decodes no larger than needed
+        work = [(self.backend, data, side) for data in fetched if isinstance(data, bytes)]
+        if self._in_workers:
+            outcomes = iter(workpool.run_batch(predict_batch, work, _worker_died, settings=self.settings))
+        else:
+            outcomes = iter(predict_batch(work))
         results = []
-        for item, (img, error) in zip(items, loaded, strict=True):
-            if img is not None and model_error is None:
-                pred = next(predictions)
-                results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None))
+        for item, data in zip(items, fetched, strict=True):
+            pred, error = next(outcomes) if isinstance(data, bytes) else (None, data)
+            if pred is None:
+                results.append(ImageResult(item.image_id, None, None, error))
             else:
-                results.append(ImageResult(item.image_id, None, None, error or model_error))
+                results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None))
         failed = sum(r.error is not None for r in results)
         self.journal.record_results(job.id, results)
         self.usage.record(job.owner, self.backend.name, processed=len(results) - failed, failed=failed)
@@ -191,4 +235,5 @@ class JobRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fetchers.shutdown(wait=False, cancel_futures=True)
         self._http.close()
