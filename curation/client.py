@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -21,6 +21,14 @@ class ServiceError(RuntimeError):
 
 class AuthenticationError(ServiceError):
     """The API key was missing or wrong (HTTP 401)."""
+
+
+class JobNotFound(ServiceError):
+    """The service does not know the job (HTTP 404): it restarted without a journal, or it is another service."""
+
+
+class NoReplicaAvailable(ServiceError):
+    """No configured inference replica could take a shard of work."""
 
 
 class TransientServiceError(ServiceError):
@@ -102,7 +110,8 @@ class InferenceClient:
                 )
             if response.status_code >= 400:
                 detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else ""
-                raise ServiceError(f"inference service answered {response.status_code}: {detail}")
+                error = JobNotFound if response.status_code == 404 else ServiceError
+                raise error(f"inference service answered {response.status_code}: {detail}")
             return response.json()
 
         return attempt()
@@ -138,13 +147,35 @@ class InferenceClient:
         return self.model_info()
 
 
-def connect(settings: Settings) -> InferenceClient:
-    """A client for the configured service, or for the embedded one when no URL is set."""
-    if settings.service_url:
-        if settings.api_key is None:
-            raise ServiceError("CURATION_API_KEY is not set: the inference service needs an API key")
-        return InferenceClient(settings.service_url, settings.api_key, settings)
-    from curation.service.server import embedded_service
+def public_url(url: str) -> str:
+    """A base URL without user info, query or fragment: the name of a replica that is safe to store and log."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None)).rstrip("/")
 
-    service = embedded_service(settings)
-    return InferenceClient(service.url, service.api_key, settings)
+
+@dataclass(frozen=True)
+class Replica:
+    """One inference service. `name` (its URL without credentials) is what the job map and logs hold."""
+
+    name: str
+    url: str = field(repr=False)
+    api_key: SecretStr = field(repr=False)
+
+
+def replicas(settings: Settings) -> list[Replica]:
+    """The configured replicas (CURATION_SERVICE_URL, comma-separated), or the embedded service when none is set."""
+    urls = settings.service_urls
+    if not urls:
+        from curation.service.server import embedded_service
+
+        service = embedded_service(settings)
+        return [Replica(public_url(service.url), service.url, service.api_key)]
+    if settings.api_key is None:
+        raise ServiceError("CURATION_API_KEY is not set: the inference service needs an API key")
+    return [Replica(public_url(u), u, settings.api_key) for u in urls]
+
+
+def connect(settings: Settings, replica: Replica | None = None) -> InferenceClient:
+    """A client for one replica: the given one, else the first configured (the embedded one when no URL is set)."""
+    chosen = replica or replicas(settings)[0]
+    return InferenceClient(chosen.url, chosen.api_key, settings)

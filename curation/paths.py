@@ -60,6 +60,14 @@ class DatasetPaths:
     def thumbnail_shard(self, shard: int) -> Path:
         return self.work / f"thumbnails-{shard:05d}.parquet"
 
+    @property
+    def shard_jobs(self) -> Path:
+        """The shard -> inference job map: one JSON file per shard (curation/shard_jobs.py)."""
+        return self.work / "jobs"
+
+    def shard_job(self, shard: int) -> Path:
+        return self.shard_jobs / f"shard-{shard:05d}.json"
+
     def version_shard(self, version: int, shard: int) -> Path:
         """A thumbnail shard merged in by version `version` of an incrementally curated dataset."""
         return self.work / f"thumbnails-v{version:04d}-{shard:05d}.parquet"

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import registry
-from curation.client import InferenceClient, JobStatus
+from curation import registry, shard_jobs
+from curation.client import (
+    InferenceClient,
+    JobNotFound,
+    NoReplicaAvailable,
+    Replica,
+    TransientServiceError,
+    connect,
+    replicas,
+)
 from curation.ids import image_id_for
 from curation.parquet_io import rows_to_table, shard_schema, write_table
 from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import Counts, DatasetRecord, DatasetType, Status
 from curation.results import WrittenCounts, write_results
 from curation.settings import Settings
+from curation.shard_jobs import Progress, ShardJob, ShardLost, SubmittedShard, content_hash
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage, sas_expiry
 from curation.taxonomy import DEFAULT_TAXONOMY
 from curation.thumbnails import signal_names, thumbnail_rows
@@ -71,12 +81,67 @@ def sign_items(config: StorageConfig, settings: Settings, blobs: list[BlobInfo])
     return [{"image_id": image_id_for(b.name), "url": storage.sign_url(b.name, expiry), "size": b.size} for b in blobs]
 
 
-def submit_images(client: InferenceClient, dataset_id: str, items: list[dict[str, Any]], settings: Settings) -> str:
-    """Submit the job (idempotent per dataset) and remember its id on the record."""
-    job_id = client.submit_job(items, idempotency_key=dataset_id)
-    info = client.model_info()
-    registry.update(settings.data_root, dataset_id, job_id=job_id, meta_model=info.get("model"))
-    return job_id
+def submit_shard(
+    config: StorageConfig,
+    settings: Settings,
+    dataset_id: str,
+    shard: int,
+    blobs: list[BlobInfo],
+    attempt: int = 0,
+    avoid: tuple[str, ...] = (),
+) -> SubmittedShard:
+    """Sign and submit one shard as its own job, on the next live replica round-robin; returns no secret.
+
+    A shard already submitted with this content at this attempt is not submitted again (a resumed or retried run).
+    A replica that does not answer within the client's transient budget is skipped for the next one; when none
+    can take the shard, NoReplicaAvailable names each one's reason. The signed URLs never leave this function.
+    """
+    paths = dataset_paths(settings.data_root, dataset_id)
+    content = content_hash(blobs)
+    previous = shard_jobs.load_job(paths, shard)
+    if previous and previous.content == content and previous.attempt >= attempt and previous.status != shard_jobs.LOST:
+        return _submitted(previous, ())
+    items = sign_items(config, settings, blobs)
+    key = shard_jobs.idempotency_key(dataset_id, shard, content, attempt)
+    unreachable: list[str] = []
+    for replica in shard_jobs.candidates(replicas(settings), shard, attempt, set(avoid)):
+        try:
+            with connect(settings, replica) as client:
+                job_id = client.submit_job(items, idempotency_key=key)
+        except TransientServiceError as exc:  # down for the whole transient budget: the next replica takes it
+            unreachable.append(f"{replica.name}: {exc}")
+            continue
+        history = [*previous.history, f"{previous.replica} {previous.job_id}: {previous.reason}"] if previous else []
+        job = ShardJob(
+            shard=shard, replica=replica.name, job_id=job_id, count=len(blobs), content=content, attempt=attempt,
+            history=history, names=[b.name for b in blobs], sizes=[b.size for b in blobs],
+        )
+        return _submitted(shard_jobs.save_job(paths, job), tuple(u.split(": ", 1)[0] for u in unreachable))
+    tried = "; ".join(unreachable) or f"every replica was already found down ({', '.join(avoid)})"
+    raise NoReplicaAvailable(f"no inference replica can take shard {shard}: {tried}")
+
+
+def _submitted(job: ShardJob, unreachable: tuple[str, ...]) -> SubmittedShard:
+    return SubmittedShard(job.shard, job.replica, job.job_id, job.count, job.attempt, unreachable)
+
+
+def lost_shard(dataset_id: str, shard: int, settings: Settings) -> tuple[list[BlobInfo], int]:
+    """A lost shard's blobs and its next attempt; each shard gets one try more than there are replicas."""
+    job = shard_jobs.load_job(dataset_paths(settings.data_root, dataset_id), shard)
+    if job is None or job.status != shard_jobs.LOST:
+        raise ValueError(f"shard {shard} of dataset {dataset_id} is not lost")
+    if job.attempt >= len(replicas(settings)):
+        raise NoReplicaAvailable(f"shard {shard} was lost {job.attempt + 1} times; last: {job.reason}")
+    return job.blobs(), job.attempt + 1
+
+
+def storage_of(record: DatasetRecord) -> StorageConfig:
+    """The storage a dataset was curated from, rebuilt from its descriptor; Azure credentials come from the settings."""
+    d = record.storage
+    if d.get("kind") == "local":
+        return LocalStorageConfig(path=d["path"], prefix=d.get("prefix"))
+    keys = ("container_name", "account_name", "account_url", "prefix")
+    return AzureStorageConfig(**{k: d.get(k) for k in keys})
 
 
 def make_thumbnail_shard(
@@ -93,32 +158,100 @@ def make_thumbnail_shard(
     return len(rows)
 
 
-def check_job(client: InferenceClient, dataset_id: str, settings: Settings) -> JobStatus:
-    """One status request for the dataset's job; the record's progress and `updated` stamp follow it."""
+def check_job(dataset_id: str, settings: Settings) -> Progress:
+    """One status request per unfinished shard job; the record's progress and `updated` stamp follow them.
+
+    A job whose replica does not answer within the transient budget, forgot it (404) or failed it is marked lost,
+    for the tracker to re-submit; the other shards on a replica found down are marked lost without a request.
+    """
     record = registry.load(settings.data_root, dataset_id)
-    if record.job_id is None:
+    paths = dataset_paths(settings.data_root, dataset_id)
+    jobs = shard_jobs.read_jobs(paths)
+    if not jobs:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
-    status = client.job_status(record.job_id)
+    configured = {r.name: r for r in replicas(settings)}
+    down: set[str] = set()
+    with _Clients(settings) as clients:
+        for i, job in enumerate(jobs):
+            if job.status != shard_jobs.PROCESSING:
+                continue
+            replica = configured.get(job.replica)
+            if replica is None or job.replica in down:
+                why = "is no longer configured" if replica is None else "did not answer"
+                jobs[i] = shard_jobs.lose(paths, job, f"replica {job.replica} {why}")
+                continue
+            try:
+                status = clients.get(replica).job_status(job.job_id)
+            except TransientServiceError as exc:
+                down.add(job.replica)
+                jobs[i] = shard_jobs.lose(paths, job, f"replica {job.replica}: {exc}")
+                continue
+            except JobNotFound:
+                jobs[i] = shard_jobs.lose(paths, job, f"replica {job.replica} no longer knows job {job.job_id}")
+                continue
+            if status.status == "Failed":
+                jobs[i] = shard_jobs.lose(paths, job, f"job {job.job_id} failed: {status.reason or 'no reason given'}")
+            elif (status.status, status.done, status.failed) != (job.status, job.done, job.failed):
+                update = {"status": status.status, "done": status.done, "failed": status.failed}
+                jobs[i] = shard_jobs.save_job(paths, job.model_copy(update=update))
+    progress = shard_jobs.aggregate(jobs, down)
     if record.status == Status.PROCESSING:
-        counts = record.counts.model_copy(update={"processed": status.done - status.failed, "failed": status.failed})
+        counts = record.counts.model_copy(update={"processed": progress.done - progress.failed, "failed": progress.failed})
         registry.update(settings.data_root, dataset_id, counts=counts)
-    return status
+    return progress
 
 
-def write_dataset_results(client: InferenceClient, dataset_id: str, settings: Settings) -> WrittenCounts:
-    """Write the results Parquet and record counts and models; the status changes in `complete_dataset`."""
+class _Clients:
+    """One client per replica, opened when first needed and all closed at the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.open = settings, {}
+
+    def get(self, replica: Replica) -> InferenceClient:
+        if replica.name not in self.open:
+            self.open[replica.name] = connect(self.settings, replica)
+        return self.open[replica.name]
+
+    def __enter__(self) -> _Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for client in self.open.values():
+            client.close()
+
+
+def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
+    """Write the results Parquet from every shard job's pages, streamed one page at a time, and record counts and
+    models; the status changes in `complete_dataset`. A job whose replica went away is marked lost (ShardLost)."""
     paths: DatasetPaths = dataset_paths(settings.data_root, dataset_id)
     record = registry.load(settings.data_root, dataset_id)
-    if record.job_id is None:
+    jobs = shard_jobs.read_jobs(paths)
+    if not jobs:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
-    written = write_results(paths, client.iter_results(record.job_id, settings.results_page_size), DEFAULT_TAXONOMY)
-    info = client.model_info()
+    configured = {r.name: r for r in replicas(settings)}
+    info: dict[str, Any] = {}
+    with _Clients(settings) as clients:
+
+        def pages() -> Iterator[list[dict[str, Any]]]:
+            for job in jobs:
+                replica = configured.get(job.replica)
+                try:
+                    if replica is None:
+                        raise ShardLost(f"replica {job.replica} is no longer configured")
+                    client = clients.get(replica)
+                    info.update(info or client.model_info())
+                    yield from client.iter_results(job.job_id, settings.results_page_size)
+                except (TransientServiceError, JobNotFound, ShardLost) as exc:
+                    shard_jobs.lose(paths, job, f"results unreadable on {job.replica}: {exc}")
+                    raise ShardLost(f"shard {job.shard}'s results are unreadable on {job.replica}: {exc}") from None
+
+        written = write_results(paths, pages(), DEFAULT_TAXONOMY)
     counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
     registry.update(
         settings.data_root,
         dataset_id,
         counts=counts,
-        meta_model=info.get("model"),
+        meta_model=info.get("model") or record.meta_model,
         embedding_model=info.get("embedding_model") or record.embedding_model,
     )
     return written

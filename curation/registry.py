@@ -61,7 +61,6 @@ class DatasetRecord(BaseModel):
     meta_model: str | None = None
     embedding_model: str | None = None
     counts: Counts = Field(default_factory=Counts)
-    job_id: str | None = None
     parent_id: str | None = None  # set on the hidden staging dataset that curates a new version of parent_id
     version: int | None = None  # the last committed version of an incrementally curated dataset
 

@@ -11,12 +11,12 @@ from pydantic import SecretStr
 
 from curation import registry, subsets
 from curation.atomic import write_text_atomic
-from curation.client import JobStatus, connect
 from curation.export import results_json
 from curation.pipeline import check_job
 from curation.publish import Published
 from curation.registry import DatasetRecord, DatasetType, Status
 from curation.settings import Settings, get_settings, use_settings
+from curation.shard_jobs import Progress
 from curation.storage import AzureStorageConfig, LocalStorageConfig
 
 
@@ -118,10 +118,9 @@ class Curation:
         with use_settings(self.settings):
             return curate_new_blobs(storage_config, name)
 
-    def job_status(self, dataset_id: str) -> JobStatus:
-        """The inference job's progress, without running a flow (for progress bars)."""
-        with connect(self.settings) as client:
-            return check_job(client, dataset_id, self.settings)
+    def job_status(self, dataset_id: str) -> Progress:
+        """The shard jobs' progress, one request per unfinished job, without running a flow (for progress bars)."""
+        return check_job(dataset_id, self.settings)
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord:
         """One dataset's record."""

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     # Validation: a dataset needs at least this many acceptable images (the spec: MORE than 30).
     min_images: int = 31
 
-    # Inference service. None means the embedded service, started in-process on a loopback port.
+    # Inference service: one base URL or several replicas, comma-separated (shards go round-robin and fail over).
+    # None means the embedded service, started in-process on a loopback port.
     service_url: str | None = None
     api_key: SecretStr | None = None
     api_key_block: str | None = None  # Prefect Secret block holding the API key, read when api_key is unset
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
     allow_private_hosts: bool = False  # loopback/private hosts only when explicitly allowed
     usage_path: Path | None = None  # where the service keeps its usage ledger; None = in memory
     service_state_dir: Path | None = None  # the service's job journal, so a restart finishes jobs; None = memory
+
+    @property
+    def service_urls(self) -> list[str]:
+        """The inference replicas' base URLs; empty means the embedded service."""
+        return [u.strip().rstrip("/") for u in (self.service_url or "").split(",") if u.strip()]
 
     @property
     def usage_file(self) -> Path:

@@ -1,4 +1,4 @@
-"""Flow `curate-dataset`: list, validate, register, sign, submit, make thumbnails, then track to the end."""
+"""Flow `curate-dataset`: list, validate, register, make thumbnails, sign and submit each shard, then track to the end."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from tasks.curation_tasks import (
     mark_failed,
     register_dataset,
     reopen_dataset,
+    mark_processing,
     resolve_credentials,
-    sign_urls,
-    submit_job,
+    submit_shard,
 )
 
 
@@ -58,21 +58,24 @@ def curate_dataset(
 def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[BlobInfo], wait_for_completion: bool) -> None:
     """Thumbnails, signing, submission and tracking of a registered dataset's listed images, inside a flow run.
 
-    Reused by curate-new-blobs for the images a new version adds. Marks the dataset Failed on any error."""
+    Each shard is its own inference job, round-robin over the replicas. Reused by curate-new-blobs for the images a
+    new version adds. Marks the dataset Failed on any error."""
     try:
-        # Thumbnails start first and run while the service does inference; finished shards are not redone.
         settings = get_settings()
-        futures = [
-            make_thumbnails.submit(storage, settings, record.id, i, shard)
-            for i, shard in enumerate(shards(accepted, settings.shard_size))
-        ]
-        submit_job(record.id, sign_urls(storage, accepted))
+        mark_processing(record.id)
+        parts = shards(accepted, settings.shard_size)
+        # Thumbnails start first and run in the pool while the service does inference; finished shards are cached.
+        futures = [make_thumbnails.submit(storage, settings, record.id, i, blobs) for i, blobs in enumerate(parts)]
+        down: tuple[str, ...] = ()
+        for i, blobs in enumerate(parts):  # in this thread, in order: inference starts with the first shard
+            submitted = submit_shard(storage, settings, record.id, i, blobs, avoid=down)
+            down = tuple(sorted({*down, *submitted.unreachable}))  # later shards skip a replica found down
         done = wait(futures)
         errors = [f.state.message for f in done.done if not f.state.is_completed()]
         if errors:
             raise RuntimeError(f"{len(errors)} thumbnail shard(s) failed: {errors[0]}")
         if wait_for_completion:
-            track_curation(record.id, tracing=True)
+            track_curation(record.id, tracing=True, storage=storage)
     except BaseException as exc:
         mark_failed(record.id, f"{type(exc).__name__}: {exc}")
         publish_report(record.id, None)

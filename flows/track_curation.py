@@ -1,4 +1,4 @@
-"""Flow `track-curation`: poll a dataset's inference job until Completed or Failed, then write its results."""
+"""Flow `track-curation`: poll a dataset's shard jobs until they end (re-submitting lost shards), then write results."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ from prefect import flow
 from pydantic import Field
 
 from curation import registry
-from curation.client import ServiceError
+from curation.client import NoReplicaAvailable, ServiceError
+from curation.pipeline import lost_shard, storage_of
 from curation.publish import PublishError
 from curation.registry import Status
-from curation.settings import get_settings
+from curation.settings import Settings, get_settings
+from curation.shard_jobs import ShardLost
+from curation.storage import AzureStorageConfig, LocalStorageConfig
 from tasks.blocks import secrets_from_blocks
 from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
-from tasks.curation_tasks import complete_dataset, mark_failed, poll_job, write_results
+from tasks.curation_tasks import (
+    StorageConfig,
+    complete_dataset,
+    mark_failed,
+    poll_jobs,
+    resolve_credentials,
+    submit_shard,
+    write_results,
+)
 from tasks.publish_tasks import publish_parquet
 
 
@@ -25,13 +36,21 @@ from tasks.publish_tasks import publish_parquet
 def track_curation(
     dataset_id: Annotated[str, Field(description="The dataset id that curate-dataset returned")],
     tracing: Annotated[bool, Field(description="Poll until the end (true) or make one status request (false)")] = True,
+    storage: Annotated[
+        LocalStorageConfig | AzureStorageConfig | None,
+        Field(
+            discriminator="kind",
+            description="Where the images are, to re-sign a shard lost with its replica (default: the dataset's own"
+            " storage, with credentials from the environment)",
+        ),
+    ] = None,
 ) -> str:
-    """Poll the dataset's job until it ends, write its results, analytics and sampling order; returns the dataset status."""
+    """Poll the dataset's shard jobs until they end, write results, analytics and sampling order; returns the status."""
     settings = get_settings()
     record = registry.load(settings.data_root, dataset_id)
     if record.status != Status.PROCESSING:
         return record.status.value
-    status = _follow_job(dataset_id, tracing, settings.poll_interval_s)
+    status = _follow_jobs(dataset_id, tracing, settings, storage)
     if status is None:
         return Status.PROCESSING.value
     seconds = (datetime.now(UTC) - record.created).total_seconds()
@@ -39,17 +58,32 @@ def track_curation(
     return status
 
 
-def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
-    """Poll until the job ends and finish the dataset; None when not tracing and the job is still running."""
+def _follow_jobs(dataset_id: str, tracing: bool, settings: Settings, storage: StorageConfig | None) -> str | None:
+    """Poll until every shard job ends and finish the dataset; None when not tracing and jobs are still running.
+
+    A shard lost with its replica (down past the transient budget, restarted without a journal) is re-submitted
+    to another live replica; the dataset fails only when no replica can take it."""
     while True:
         try:
-            status = poll_job(dataset_id)
-        except ServiceError as exc:  # transient failures already retried for the whole budget
+            status = poll_jobs(dataset_id)
+        except ServiceError as exc:  # e.g. the API key was refused; transient failures mark shards lost instead
             return mark_failed(dataset_id, f"inference service unavailable: {exc}").status.value
+        if status.lost:
+            try:
+                storage = storage or resolve_credentials(storage_of(registry.load(settings.data_root, dataset_id)))
+                for shard in status.lost:
+                    blobs, attempt = lost_shard(dataset_id, shard, settings)
+                    submit_shard(storage, settings, dataset_id, shard, blobs, attempt=attempt, avoid=status.down)
+            except NoReplicaAvailable as exc:
+                reason = f"inference service unavailable: {exc} (lost {status.reasons[0]})"
+                return mark_failed(dataset_id, reason).status.value
+            continue
         if status.status == "Completed":
             try:
                 written = write_results(dataset_id)
-            except ServiceError as exc:  # the service went away while its results were read
+            except ShardLost:  # a replica went away before its results were read: the shard is re-submitted
+                continue
+            except ServiceError as exc:  # the service failed otherwise while its results were read
                 return mark_failed(dataset_id, f"inference service failed while its results were read: {exc}").status.value
             if written.failed < written.images:
                 analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
@@ -61,9 +95,6 @@ def _follow_job(dataset_id: str, tracing: bool, interval: float) -> str | None:
                 except PublishError as exc:  # whole locally, but not delivered where it was asked for
                     return mark_failed(dataset_id, str(exc)).status.value
             return record.status.value
-        if status.status == "Failed":
-            reason = f"inference job {status.job_id} failed: {status.reason or 'no reason given'}"
-            return mark_failed(dataset_id, reason).status.value
         if not tracing:
             return None
-        time.sleep(interval)
+        time.sleep(settings.poll_interval_s)

@@ -2,28 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from curation import pipeline, registry
-from curation.client import JobStatus, ServiceError, connect
+from curation.client import ServiceError, connect
+from curation.paths import dataset_paths
 from curation.registry import DatasetRecord, DatasetType
 from curation.settings import Settings, get_settings
-from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from curation.results import WrittenCounts
+from curation.shard_jobs import Progress, SubmittedShard, content_hash
+from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from curation.validation import ValidationReport
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
-# Inputs can carry credentials and outputs SAS URLs: never cache or persist them.
+# Inputs can carry credentials: tasks without a cache key of their own neither cache nor persist anything.
 PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
+
+# Retries and timeouts of the tasks that touch the network, from the settings at import. The client already retries
+# transient failures for transient_budget_s, so one request may take that long; a task retry only follows errors
+# that are not service errors (see _not_a_service_error).
+_S = get_settings()
+_REQUEST_S = _S.transient_budget_s + _S.request_timeout_s
+_REPLICAS = 4  # a submission or poll round may wait out this many replicas' budgets
+NETWORK = {
+    "list-images": {"retries": 2, "retry_delay_seconds": 10, "timeout_seconds": 3600},
+    "check-service": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": 2 * _REQUEST_S + 60},
+    "submit-shard": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": _REPLICAS * _REQUEST_S + 120},
+    "make-thumbnails": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": 600 + 10 * _S.shard_size},
+    "poll-jobs": {"retries": 1, "retry_delay_seconds": _S.poll_interval_s, "timeout_seconds": _REPLICAS * _REQUEST_S + 600},
+    "write-results": {"retries": 2, "retry_delay_seconds": 5, "timeout_seconds": 6 * 3600},
+}
 
 
 def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a task, but not for a service error: the client already retried transient ones for the whole
     transient budget (a task retry would multiply it), and the others (401, 4xx) do not heal by retrying."""
     return not isinstance(state.data, ServiceError)
+
+
+def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Dataset id, shard index, the shard's content and its attempt: never the storage config or the settings.
+
+    A cached result is trusted only while the file it stands for (the shard's thumbnails table or job) is in the
+    data root: when it is gone, a fresh key makes the task run again."""
+    shard = f"{parameters['shard']:05d}"
+    attempt = f"a{parameters.get('attempt', 0)}"
+    key = "-".join([context.task.name, parameters["dataset_id"], shard, content_hash(parameters["blobs"]), attempt])
+    paths = dataset_paths(parameters["settings"].data_root, parameters["dataset_id"])
+    output = paths.shard_job if context.task.name == "submit-shard" else paths.thumbnail_shard
+    if not output(parameters["shard"]).exists() and context.result_store.exists(key):
+        return f"{key}-redo-{context.task_run.id}"
+    return key
+
+
+def _flow_run_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Once per flow run: a retried flow run reuses what its first attempt registered (outside a flow run: no cache)."""
+    if context.task_run.flow_run_id is None:
+        return None
+    return f"{context.task.name}-{context.task_run.flow_run_id}-{hashlib.sha256(parameters['name'].encode()).hexdigest()[:16]}"
+
+
+# Shard tasks are cached and persisted: a flow retry, or a resumed run, does not redo a finished shard. Their keys
+# and results hold ids, hashes and counts only.
+SHARD_CACHE = {"cache_key_fn": _shard_cache_key, "persist_result": True}
 
 
 def resolve_credentials(config: StorageConfig) -> StorageConfig:
@@ -33,7 +78,7 @@ def resolve_credentials(config: StorageConfig) -> StorageConfig:
     return load_storage_credentials(config)
 
 
-@task(name="list-images", **PRIVATE)
+@task(name="list-images", **NETWORK["list-images"], **PRIVATE)
 def list_images(config: StorageConfig) -> ValidationReport:
     """List the storage and validate it: refuse a dataset of too few acceptable images."""
     report = pipeline.list_and_validate(config, get_settings())
@@ -41,18 +86,18 @@ def list_images(config: StorageConfig) -> ValidationReport:
     return report
 
 
-@task(name="check-service", **PRIVATE)
+@task(name="check-service", **NETWORK["check-service"], retry_condition_fn=_not_a_service_error, **PRIVATE)
 def check_service() -> str:
-    """Check the inference service answers and accepts our API key, before any dataset is registered."""
+    """Check the first inference replica answers and accepts our API key, before any dataset is registered."""
     with connect(get_settings()) as client:
         info = client.check_access()
     get_run_logger().info("inference service ready: model %s", info.get("model"))
     return str(info.get("model"))
 
 
-@task(name="register-dataset", **PRIVATE)
+@task(name="register-dataset", cache_key_fn=_flow_run_cache_key, persist_result=True)
 def register_dataset(name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType) -> DatasetRecord:
-    """Register the dataset as Processing."""
+    """Register the dataset as Processing (once per flow run: a retried run keeps its dataset)."""
     record = pipeline.register_dataset(name, config, report, get_settings(), dataset_type)
     get_run_logger().info("registered dataset %s (%r)", record.id, record.name)
     return record
@@ -66,23 +111,31 @@ def reopen_dataset(dataset_id: str, config: StorageConfig) -> tuple[DatasetRecor
     return record, accepted
 
 
-@task(name="sign-urls", **PRIVATE)
-def sign_urls(config: StorageConfig, blobs: list[BlobInfo]) -> list[dict[str, Any]]:
-    """Sign a read-only SAS URL per image."""
-    return pipeline.sign_items(config, get_settings(), blobs)
+@task(name="mark-processing", **PRIVATE)
+def mark_processing(dataset_id: str) -> DatasetRecord:
+    """Mark the dataset Processing again (a retried flow run picks up a dataset its first attempt marked Failed)."""
+    return registry.update(get_settings().data_root, dataset_id, status=registry.Status.PROCESSING, failure_reason=None)
 
 
-@task(name="submit-job", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_service_error, **PRIVATE)
-def submit_job(dataset_id: str, items: list[dict[str, Any]]) -> str:
-    """Submit the images to the inference service (idempotent per dataset)."""
-    settings = get_settings()
-    with connect(settings) as client:
-        job_id = pipeline.submit_images(client, dataset_id, items, settings)
-    get_run_logger().info("submitted %d images as job %s", len(items), job_id)
-    return job_id
+@task(name="submit-shard", **NETWORK["submit-shard"], retry_condition_fn=_not_a_service_error, **SHARD_CACHE)
+def submit_shard(
+    config: StorageConfig,
+    settings: Settings,
+    dataset_id: str,
+    shard: int,
+    blobs: list[BlobInfo],
+    attempt: int = 0,
+    avoid: tuple[str, ...] = (),
+) -> SubmittedShard:
+    """Sign one shard's URLs and submit it as a job to the next live inference replica; returns ids only."""
+    submitted = pipeline.submit_shard(config, settings, dataset_id, shard, blobs, attempt, avoid)
+    get_run_logger().info(
+        "shard %d (%d images, attempt %d): job %s on %s", shard, submitted.count, attempt, submitted.job_id, submitted.replica
+    )
+    return submitted
 
 
-@task(name="make-thumbnails", retries=1, **PRIVATE)
+@task(name="make-thumbnails", **NETWORK["make-thumbnails"], **SHARD_CACHE)
 def make_thumbnails(
     config: StorageConfig, settings: Settings, dataset_id: str, shard: int, blobs: list[BlobInfo]
 ) -> int:
@@ -91,22 +144,22 @@ def make_thumbnails(
     return pipeline.make_thumbnail_shard(config, settings, dataset_id, shard, blobs)
 
 
-@task(name="poll-job", **PRIVATE)
-def poll_job(dataset_id: str) -> JobStatus:
-    """One status request; transient failures are retried with backoff inside the client."""
-    settings = get_settings()
-    with connect(settings) as client:
-        status = pipeline.check_job(client, dataset_id, settings)
-    get_run_logger().info("job %s: %s, %d/%d done, %d failed", status.job_id, status.status, status.done, status.total, status.failed)
-    return status
+@task(name="poll-jobs", **NETWORK["poll-jobs"], retry_condition_fn=_not_a_service_error, **PRIVATE)
+def poll_jobs(dataset_id: str) -> Progress:
+    """One status request per unfinished shard job; jobs lost with their replica are marked for re-submission."""
+    progress = pipeline.check_job(dataset_id, get_settings())
+    get_run_logger().info(
+        "dataset %s: %d/%d shard jobs Completed, %d/%d images done, %d failed%s",
+        dataset_id, progress.completed, progress.shards, progress.done, progress.total, progress.failed,
+        f"; lost: {'; '.join(progress.reasons)}" if progress.lost else "",
+    )
+    return progress
 
 
-@task(name="write-results", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_service_error, **PRIVATE)
+@task(name="write-results", **NETWORK["write-results"], retry_condition_fn=_not_a_service_error, **PRIVATE)
 def write_results(dataset_id: str) -> WrittenCounts:
-    """Write files, metadata and embeddings Parquet from the job's results, in pages."""
-    settings = get_settings()
-    with connect(settings) as client:
-        written = pipeline.write_dataset_results(client, dataset_id, settings)
+    """Write files, metadata and embeddings Parquet from every shard job's results, in pages."""
+    written = pipeline.write_dataset_results(dataset_id, get_settings())
     get_run_logger().info("dataset %s: results written, %d images, %d failed", dataset_id, written.images, written.failed)
     return written
 

@@ -12,6 +12,7 @@ import pytest
 from curation import Curation, LocalStorageConfig
 from curation.ids import image_id_for
 from curation.paths import dataset_paths, datasets_dir
+from curation.shard_jobs import read_jobs
 from tests.images import write_images
 
 COUNT = 40
@@ -71,5 +72,6 @@ def test_two_curations_of_one_folder_at_once(tmp_path, settings, monkeypatch):
         assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 3  # 40 images in shards of 16
         export = cr.export_dataset(dataset_id)
         assert export["dataset"]["id"] == dataset_id and len(export["images"]) == COUNT
-    # Two distinct jobs on the service, not one shared by idempotency.
-    assert cr.get_dataset(ids[1]).job_id != cr.get_dataset(ids[2]).job_id
+    # Distinct jobs on the service, none shared by idempotency: 3 shard jobs per dataset.
+    jobs = [{j.job_id for j in read_jobs(dataset_paths(root, ids[n]))} for n in (1, 2)]
+    assert len(jobs[0]) == len(jobs[1]) == 3 and not jobs[0] & jobs[1]

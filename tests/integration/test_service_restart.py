@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from curation import Curation, LocalStorageConfig, registry
 from curation.client import InferenceClient
 from curation.paths import dataset_paths
+from curation.shard_jobs import read_jobs
 
 KEY = "restart-test-key"
 COUNT = 200
@@ -61,7 +62,9 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
     port, state, log = free_port(), tmp_path / "service-state", tmp_path / "service.log"
     service = start_service(port, state, log)
     url = f"http://127.0.0.1:{port}"
-    run_settings = settings.model_copy(update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 90})
+    run_settings = settings.model_copy(
+        update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 90, "shard_size": COUNT}
+    )
     cr = Curation(settings=run_settings)
     outcome: dict[str, object] = {}
 
@@ -78,7 +81,8 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
         with InferenceClient(url, SecretStr(KEY), run_settings) as client:
             for _ in range(1200):
                 records = registry.list_records(run_settings.data_root)
-                job_id = records[0].job_id if records else None
+                jobs = read_jobs(dataset_paths(run_settings.data_root, records[0].id)) if records else []
+                job_id = jobs[0].job_id if jobs else None  # one shard: one job
                 if job_id:
                     status = client.job_status(job_id)
                     if status.done >= 16:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from curation.client import AuthenticationError, InferenceClient, ServiceError
+from curation.client import AuthenticationError, InferenceClient, JobNotFound, ServiceError, replicas
 from curation.settings import Settings
 
 
@@ -72,3 +72,27 @@ def test_results_are_read_in_pages():
 
     pages = list(client_for(handler).iter_results("j", page_size=2))
     assert [[i["image_id"] for i in p] for p in pages] == [["0", "1"], ["2", "3"], ["4"]]
+
+
+def test_404_is_job_not_found():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "no job j"})
+
+    with pytest.raises(JobNotFound, match="404: no job j"):
+        client_for(handler).job_status("j")
+
+
+def test_service_url_lists_name_replicas_without_credentials():
+    settings = Settings(service_url=" http://a:1/ ,https://user:pw@b.example/api?code=s3cret", api_key=SecretStr("k"))
+    assert settings.service_urls == ["http://a:1", "https://user:pw@b.example/api?code=s3cret"]
+    found = replicas(settings)
+    assert [r.name for r in found] == ["http://a:1", "https://b.example/api"]
+    assert found[1].url == "https://user:pw@b.example/api?code=s3cret"
+    assert "pw" not in repr(found[1]) and "s3cret" not in repr(found[1])
+    assert Settings(service_url="http://only").service_urls == ["http://only"]
+    assert Settings(service_url=None).service_urls == [] and Settings(service_url=" , ").service_urls == []
+
+
+def test_replicas_need_an_api_key():
+    with pytest.raises(ServiceError, match="CURATION_API_KEY"):
+        replicas(Settings(service_url="http://a,http://b", api_key=None))

@@ -1,0 +1,219 @@
+"""Per-shard inference jobs over several real service replicas, failover when one is killed, and shard tasks that a
+retried flow run does not redo (Prefect's cache, persisted results without secrets)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from pydantic import SecretStr
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from curation import Curation, LocalStorageConfig, registry
+from curation.client import InferenceClient, public_url
+from curation.models.cpu import CpuModel
+from curation.paths import dataset_paths
+from curation.service.app import create_app
+from curation.service.server import serve_in_thread
+from curation.settings import Settings, use_settings
+from curation.shard_jobs import SubmittedShard, read_jobs
+from tests.images import write_images
+
+pytestmark = pytest.mark.integration
+
+KEY = "replica-test-key-5d1e"
+COUNT = 40
+SHARD = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_replica(port: int, log: Path) -> subprocess.Popen:
+    """`curation serve` in its own process group: one worker, so its jobs take a moment; no journal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
+    env.update(CURATION_SERVICE_API_KEYS=KEY, CURATION_ALLOW_FILE_URLS="true", CURATION_SERVICE_WORKERS="1")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "curation"), "serve", "--port", str(port)],
+        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"replica did not start: {log.read_text()[-2000:]}")
+
+
+def test_two_replicas_one_killed_mid_run(tmp_path, settings):
+    rng = np.random.default_rng(7)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(COUNT):  # PNGs decode without draft mode: each shard job takes the single worker a moment
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(images / f"img_{i:03d}.png")
+    ports = [free_port(), free_port()]
+    a, b = (start_replica(p, tmp_path / f"replica-{n}.log") for n, p in zip("ab", ports, strict=True))
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    run = settings.model_copy(
+        update={
+            "service_url": ",".join(urls), "api_key": SecretStr(KEY), "shard_size": SHARD,
+            "transient_budget_s": 3.0, "request_timeout_s": 2.0, "poll_interval_s": 0.2,
+        }
+    )
+    cr = Curation(settings=run)
+    outcome: dict[str, object] = {}
+
+    def curate() -> None:
+        try:
+            outcome["id"] = cr.curate_dataset("two replicas", LocalStorageConfig(path=images), wait=True)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=curate)
+    started = time.monotonic()
+    runner.start()
+    try:
+        on_b: list[str] = []
+        for _ in range(3000):  # kill B as soon as it holds a shard job, and check it really does
+            records = registry.list_records(run.data_root)
+            jobs = read_jobs(dataset_paths(run.data_root, records[0].id)) if records else []
+            on_b = [j.job_id for j in jobs if j.replica == public_url(urls[1])]
+            if on_b:
+                break
+            time.sleep(0.02)
+        assert on_b, "no shard was submitted to the second replica"
+        with InferenceClient(urls[1], SecretStr(KEY), run) as client:
+            assert client.job_status(on_b[0]).total == SHARD
+        os.killpg(b.pid, signal.SIGKILL)
+        b.wait()
+        runner.join(timeout=300)
+        elapsed = time.monotonic() - started
+        with InferenceClient(urls[0], SecretStr(KEY), run) as client:
+            usage_a = client.usage()["rows"]
+    finally:
+        for process in (a, b):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert not runner.is_alive() and "error" not in outcome, outcome.get("error")
+
+    record = cr.get_dataset(outcome["id"])
+    assert record.status.value == "Completed", record.failure_reason
+    assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (COUNT, COUNT, 0)
+    paths = dataset_paths(run.data_root, record.id)
+    files = pl.read_parquet(paths.files)
+    assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
+    embeddings = pl.read_parquet(paths.embeddings)
+    assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
+
+    # Round-robin: even shards went to A and stayed there; B only ever held odd shards, all moved to A.
+    jobs = read_jobs(paths)
+    assert [j.shard for j in jobs] == list(range(COUNT // SHARD)) and sum(j.count for j in jobs) == COUNT
+    assert all(j.replica == public_url(urls[0]) and j.status == "Completed" for j in jobs)
+    moved = [j for j in jobs if j.history]
+    assert moved and all(j.shard % 2 == 1 and j.history[0].startswith(public_url(urls[1])) for j in moved)
+    assert all(not j.history for j in jobs if j.shard % 2 == 0)
+    assert set(on_b) <= {h.split()[1].rstrip(":") for j in moved for h in j.history}
+    # A processed every image exactly once: its own shards plus those re-submitted from B.
+    assert sum(r["processed"] for r in usage_a) == COUNT and sum(r["failed"] for r in usage_a) == 0
+    print(f"two replicas, one killed: {COUNT} images in {elapsed:.1f}s, moved to A: {[j.history for j in moved]}")
+
+
+class RefuseSubmissions:
+    """After `allow` job submissions, answer further ones 503 until healed; everything else is the real app."""
+
+    def __init__(self, app: ASGIApp, allow: int) -> None:
+        self.app, self.allow, self.passed, self.refused, self.healed = app, allow, 0, 0, False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/jobs":
+            if self.passed >= self.allow and not self.healed:
+                self.refused += 1
+                await JSONResponse({"detail": "busy"}, status_code=503)(scope, receive, send)
+                return
+            self.passed += 1
+        await self.app(scope, receive, send)
+
+
+def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.results import ResultRecord
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    from flows.curate_dataset import curate_dataset
+
+    names = write_images(tmp_path / "images", COUNT)
+    front = RefuseSubmissions(create_app(Settings(allow_file_urls=True, service_workers=2), CpuModel(), [KEY]), allow=2)
+    running = serve_in_thread(front, SecretStr(KEY))
+    run = settings.model_copy(
+        update={"service_url": running.url, "api_key": SecretStr(KEY), "shard_size": SHARD, "transient_budget_s": 1.5}
+    )
+    flow = curate_dataset.with_options(retries=1, retry_delay_seconds=2)
+    result: dict[str, object] = {}
+
+    def curate() -> None:
+        with use_settings(run):
+            result["state"] = flow("retried", LocalStorageConfig(path=tmp_path / "images"), return_state=True)
+
+    runner = threading.Thread(target=curate)
+    runner.start()
+    try:
+        for _ in range(3000):  # the first attempt fails at shard 2's submission and marks the dataset Failed
+            records = registry.list_records(run.data_root)
+            if records and records[0].status.value == "Failed":
+                break
+            time.sleep(0.02)
+        assert records and records[0].status.value == "Failed" and front.refused > 0
+        front.healed = True  # the service recovers before Prefect retries the flow run
+        runner.join(timeout=300)
+    finally:
+        running.stop()
+    state = result["state"]
+    assert state.is_completed(), state.message
+
+    [record] = registry.list_records(run.data_root)  # the retry kept the dataset its first attempt registered
+    assert record.status.value == "Completed" and record.counts.processed == COUNT, record.failure_reason
+    files = pl.read_parquet(dataset_paths(run.data_root, record.id).files)
+    assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    states = {
+        name: Counter(r.state.name for r in runs if r.name.startswith(name))
+        for name in ("submit-shard", "make-thumbnails", "register-dataset")
+    }
+    # Each shard was submitted once: shards 0 and 1 in the first attempt (Cached in the retry), shard 2 failed
+    # there, and shards 2-4 were submitted by the retry.
+    assert states["submit-shard"] == Counter({"Completed": 5, "Cached": 2, "Failed": 1}), states
+    # Each shard's thumbnails were made once; those finished in the first attempt were Cached in the retry.
+    assert states["make-thumbnails"]["Completed"] == 5 and states["make-thumbnails"]["Cached"] >= 1, states
+    assert states["register-dataset"] == Counter({"Completed": 1, "Cached": 1}), states
+
+    # The persisted shard results are ids and counts: no key, no signed or file URL, no path.
+    stored = [p for p in Path(PREFECT_LOCAL_STORAGE_PATH.value()).glob(f"*{record.id}*") if p.is_file()]
+    values = [ResultRecord.deserialize(p.read_bytes()).result for p in stored]
+    assert Counter(type(v).__name__ for v in values) == Counter({"int": 5, "SubmittedShard": 5}), values
+    for path, value in zip(stored, values, strict=True):
+        for text in (path.read_bytes().decode("latin-1"), pickle.dumps(value).decode("latin-1"), repr(value)):
+            assert KEY not in text and "file://" not in text and "sig=" not in text and str(tmp_path) not in text
+    assert {v.shard for v in values if isinstance(v, SubmittedShard)} == set(range(COUNT // SHARD))

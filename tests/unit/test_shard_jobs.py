@@ -1,0 +1,64 @@
+"""The shard -> job map: keys, round-robin with failover order, aggregation and atomic per-shard files."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from curation.client import Replica
+from curation.paths import dataset_paths
+from curation.shard_jobs import (
+    COMPLETED,
+    LOST,
+    ShardJob,
+    aggregate,
+    candidates,
+    content_hash,
+    idempotency_key,
+    load_job,
+    lose,
+    read_jobs,
+    save_job,
+)
+from curation.storage import BlobInfo
+
+DATASET = "6b07853ea0d81f32342580f4"
+
+
+def replica(name: str) -> Replica:
+    return Replica(name, name, SecretStr("k"))
+
+
+def test_content_hash_and_keys_follow_the_shard_content_and_attempt():
+    blobs = [BlobInfo("a.jpg", 1), BlobInfo("b.jpg", 2)]
+    assert content_hash(blobs) == content_hash(list(blobs))
+    assert content_hash(blobs) != content_hash([BlobInfo("a.jpg", 1), BlobInfo("b.jpg", 3)])
+    assert content_hash(blobs) != content_hash(blobs[::-1])
+    key = idempotency_key(DATASET, 3, content_hash(blobs), 0)
+    assert key.startswith(f"{DATASET}-00003-") and key != idempotency_key(DATASET, 3, content_hash(blobs), 1)
+
+
+def test_candidates_go_round_robin_and_skip_replicas_to_avoid():
+    r = [replica("a"), replica("b"), replica("c")]
+    assert [[c.name for c in candidates(r, shard, 0, set())][0] for shard in range(6)] == list("abcabc")
+    assert [c.name for c in candidates(r, 1, 0, set())] == ["b", "c", "a"]
+    assert [c.name for c in candidates(r, 1, 1, set())] == ["c", "a", "b"]  # a re-submission starts elsewhere
+    assert [c.name for c in candidates(r, 1, 0, {"b"})] == ["c", "a"]
+    assert candidates(r, 0, 0, {"a", "b", "c"}) == []
+
+
+def test_jobs_are_saved_per_shard_and_aggregated(tmp_path):
+    paths = dataset_paths(tmp_path, DATASET)
+    for shard, (status, done) in enumerate([(COMPLETED, 8), ("Processing", 3), ("Processing", 0)]):
+        save_job(paths, ShardJob(shard=shard, replica="http://a", job_id=f"j{shard}", count=8, content="c", status=status, done=done))
+    lost = lose(paths, load_job(paths, 2), "replica http://a did not answer")
+    assert load_job(paths, 2) == lost and lost.status == LOST
+    assert [j.shard for j in read_jobs(paths)] == [0, 1, 2]
+    assert not [p for p in paths.shard_jobs.iterdir() if p.name.endswith(".tmp")]
+    progress = aggregate(read_jobs(paths), {"http://a"})
+    assert (progress.total, progress.done, progress.shards, progress.completed) == (24, 11, 3, 1)
+    assert progress.lost == (2,) and progress.status == LOST and progress.finished
+    assert progress.reasons == ("shard 2: replica http://a did not answer",)
+    done = aggregate([j.model_copy(update={"status": COMPLETED}) for j in read_jobs(paths)], set())
+    assert done.status == COMPLETED and done.finished
+    running = aggregate([j.model_copy(update={"status": "Processing"}) for j in read_jobs(paths)], set())
+    assert running.status == "Processing" and not running.finished

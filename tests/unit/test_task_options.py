@@ -1,0 +1,82 @@
+"""Every task that touches the network declares retries, a retry delay and a timeout on its decorator; shard tasks
+have cache keys and persisted results, and the tasks that see credentials or signed URLs neither cache nor persist."""
+
+from __future__ import annotations
+
+from prefect.cache_policies import NO_CACHE
+
+from tasks import curation_tasks as t
+
+NETWORK_TASKS = [t.list_images, t.check_service, t.submit_shard, t.make_thumbnails, t.poll_jobs, t.write_results]
+
+
+def test_network_tasks_declare_retries_delays_and_timeouts():
+    missing = [
+        task.name
+        for task in NETWORK_TASKS
+        if not (task.retries and task.retries >= 1 and task.retry_delay_seconds and task.timeout_seconds)
+    ]
+    assert not missing, f"network tasks without retries, retry_delay_seconds or timeout_seconds: {missing}"
+    assert sorted(task.name for task in NETWORK_TASKS) == sorted(t.NETWORK)
+
+
+def test_service_tasks_do_not_retry_service_errors():
+    """The client already retried transient failures for its whole budget: a task retry would multiply it."""
+    for task in (t.check_service, t.submit_shard, t.poll_jobs, t.write_results):
+        assert task.retry_condition_fn is t._not_a_service_error, task.name
+
+
+def test_shard_tasks_are_cached_and_persisted_others_are_not():
+    for task in (t.submit_shard, t.make_thumbnails):
+        assert task.cache_key_fn is t._shard_cache_key and task.persist_result is True, task.name
+    for task in (t.list_images, t.check_service, t.poll_jobs, t.write_results, t.reopen_dataset, t.mark_failed):
+        assert task.cache_policy is NO_CACHE and task.persist_result is False, task.name
+
+
+def test_shard_tasks_take_settings_as_a_parameter():
+    import inspect
+
+    for task in (t.submit_shard, t.make_thumbnails):
+        assert "settings" in inspect.signature(task.fn).parameters, task.name
+
+
+class _Store:
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+
+    def exists(self, key: str) -> bool:
+        return key in self.keys
+
+
+def _context(name: str, stored: set[str]):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(task=SimpleNamespace(name=name), task_run=SimpleNamespace(id="run-2"), result_store=_Store(stored))
+
+
+def test_shard_cache_key_holds_ids_only_and_is_dropped_when_the_output_is_gone(tmp_path):
+    from pydantic import SecretStr
+
+    from curation.paths import dataset_paths
+    from curation.settings import Settings
+    from curation.storage import AzureStorageConfig, BlobInfo
+
+    dataset = "6b07853ea0d81f32342580f4"
+    blobs = [BlobInfo("a.jpg", 1)]
+    secret = "account-key-that-must-not-be-in-a-key"
+    params = {
+        "config": AzureStorageConfig(container_name="c", account_name="a", account_key=SecretStr(secret)),
+        "settings": Settings(data_root=tmp_path, api_key=SecretStr("api-key-secret")),
+        "dataset_id": dataset, "shard": 3, "blobs": blobs, "attempt": 1,
+    }
+    key = t._shard_cache_key(_context("submit-shard", set()), params)
+    assert key.startswith(f"submit-shard-{dataset}-00003-") and key.endswith("-a1")
+    assert secret not in key and "api-key-secret" not in key
+    other = {**params, "settings": Settings(data_root=tmp_path, api_key=SecretStr("another")), "config": None}
+    assert t._shard_cache_key(_context("submit-shard", set()), other) == key  # settings and storage are not in it
+    # A stored result whose job file is gone: a fresh key, so the shard is submitted again.
+    assert t._shard_cache_key(_context("submit-shard", {key}), params) == f"{key}-redo-run-2"
+    job = dataset_paths(tmp_path, dataset).shard_job(3)
+    job.parent.mkdir(parents=True)
+    job.write_text("{}")
+    assert t._shard_cache_key(_context("submit-shard", {key}), params) == key
