@@ -79,10 +79,10 @@ class Curation:
             DatasetTooSmall: too few acceptable images; no dataset is created.
         """
         from flows.curate_dataset import curate_dataset
-        from flows.runners import task_runner_for
+        from flows.runners import prefect_api_for, task_runner_for
 
         flow = curate_dataset.with_options(task_runner=task_runner_for(self.settings))
-        with use_settings(self.settings):
+        with use_settings(self.settings), prefect_api_for(self.settings):
             return flow(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
 
     def tracing_curation_task(self, dataset_id: str, tracing: bool = True) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -34,3 +36,23 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
     cluster = {"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
 
+
+
+@contextmanager
+def prefect_api_for(settings: Settings) -> Iterator[None]:
+    """Give Dask workers the Prefect API of this process, for a run that has no configured one.
+
+    Without PREFECT_API_URL, Prefect starts a temporary server for this process only, and every worker process would
+    start one of its own (and time out under load). Start it here and point the run at its URL, which Prefect then
+    sends to the workers with each task's context. Threads, or a configured API, need nothing."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if settings.task_runner != "dask" or PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the one Prefect itself would start for this process (a singleton)
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
