@@ -6,7 +6,7 @@ export PYTHONUNBUFFERED := 1
 # Offline machines: Prefect's temporary server would log a failed telemetry call on every run.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test bench install install-test chromium clean
+.PHONY: demo test bench bench-full install install-test chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,8 +39,16 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
+# Quick sizes by default; `make bench-full` runs the sizes the README's benchmark figures come from (about 2 hours).
 bench: install
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+bench-full: install
+	$(PY) bench/bench_pipeline.py --n 10000
+	$(PY) bench/bench_memory.py --n 10000 100000
+	$(PY) bench/bench_analytics.py --n 100000 1000000
+	$(PY) bench/bench_sampling.py --full
+	$(PY) bench/bench_dashboard.py --images 100000 1000000
 
 clean:
 	rm -rf $(VENV) node_modules
