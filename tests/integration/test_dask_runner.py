@@ -68,3 +68,21 @@ def test_task_runner_for_the_settings():
     assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["processes"] is True
     with pytest.raises(ValueError, match="threads' or 'dask"):
         Curation(settings=Settings(), task_runner="ray")
+
+
+def test_dask_runs_without_a_configured_prefect_api_hand_theirs_to_the_workers():
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.runners import prefect_api_for
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as `curation curate --dask` with no server
+        with prefect_api_for(Settings(task_runner="threads")):
+            assert PREFECT_API_URL.value() is None  # threads share the process's temporary server as usual
+        with prefect_api_for(Settings(task_runner="dask")):
+            url = PREFECT_API_URL.value()  # what Prefect serialises into each task's context for the workers
+            # The process's own temporary server (under this harness, the harness's; it is not stopped here).
+            assert url == SubprocessASGIServer().api_url and url.startswith("http://127.0.0.1:")
+            assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        assert PREFECT_API_URL.value() is None
