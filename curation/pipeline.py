@@ -126,11 +126,12 @@ def _submitted(job: ShardJob, unreachable: tuple[str, ...]) -> SubmittedShard:
 
 
 def lost_shard(dataset_id: str, shard: int, settings: Settings) -> tuple[list[BlobInfo], int]:
-    """A lost shard's blobs and its next attempt; each shard gets one try more than there are replicas."""
+    """A lost shard's blobs and its next attempt. A shard is tried at most twice per replica plus once (a resumed
+    run on a new embedded service loses every job once), so a replica that keeps losing jobs cannot loop forever."""
     job = shard_jobs.load_job(dataset_paths(settings.data_root, dataset_id), shard)
     if job is None or job.status != shard_jobs.LOST:
         raise ValueError(f"shard {shard} of dataset {dataset_id} is not lost")
-    if job.attempt >= len(replicas(settings)):
+    if job.attempt >= 2 * len(replicas(settings)):
         raise NoReplicaAvailable(f"shard {shard} was lost {job.attempt + 1} times; last: {job.reason}")
     return job.blobs(), job.attempt + 1
 

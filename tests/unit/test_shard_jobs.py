@@ -62,3 +62,36 @@ def test_jobs_are_saved_per_shard_and_aggregated(tmp_path):
     assert done.status == COMPLETED and done.finished
     running = aggregate([j.model_copy(update={"status": "Processing"}) for j in read_jobs(paths)], set())
     assert running.status == "Processing" and not running.finished
+
+
+def test_a_lost_shard_is_retried_a_bounded_number_of_times(tmp_path):
+    import pytest
+
+    from curation.client import NoReplicaAvailable
+    from curation.pipeline import lost_shard
+    from curation.settings import Settings
+
+    settings = Settings(data_root=tmp_path, service_url="http://a,http://b", api_key=SecretStr("k"))
+    paths = dataset_paths(tmp_path, DATASET)
+    job = ShardJob(shard=1, replica="http://b", job_id="j", count=1, content="c", names=["x.jpg"], sizes=[5])
+    save_job(paths, job)
+    with pytest.raises(ValueError, match="not lost"):
+        lost_shard(DATASET, 1, settings)
+    lose(paths, job, "gone")
+    assert lost_shard(DATASET, 1, settings) == ([BlobInfo("x.jpg", 5)], 1)
+    lose(paths, job.model_copy(update={"attempt": 4}), "gone again")  # 2 replicas: attempts 0-4
+    with pytest.raises(NoReplicaAvailable, match="shard 1 was lost 5 times; last: gone again"):
+        lost_shard(DATASET, 1, settings)
+
+
+def test_storage_of_rebuilds_the_config_without_secrets():
+    from curation.pipeline import storage_of
+    from curation.registry import DatasetRecord
+    from curation.storage import AzureStorageConfig, LocalStorageConfig
+
+    local = DatasetRecord(id=DATASET, name="x", storage={"kind": "local", "path": "/data/images", "prefix": None})
+    assert storage_of(local) == LocalStorageConfig(path="/data/images")
+    azure = {"kind": "azure", "account_name": "acc", "container_name": "c", "account_url": None, "prefix": "2024/"}
+    config = storage_of(DatasetRecord(id=DATASET, name="x", storage=azure))
+    assert isinstance(config, AzureStorageConfig) and config.container_name == "c" and config.prefix == "2024/"
+    assert config.secrets() == []
