@@ -1,5 +1,6 @@
-"""prefect.yaml for real: a local Prefect server, a process work pool and worker, `prefect deploy --all`, and a run
-triggered through the API the way the UI does, ending Completed with the dataset in the registry."""
+"""prefect.yaml for real: a local Prefect server, a process work pool and worker, `prefect deploy --all`, credentials
+in blocks, a run of the demo dataset from Azurite triggered through the API the way the UI does, ending Completed with
+the dataset in the registry, and the downstream deployment started by its curation.dataset.completed event."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ import httpx
 import pytest
 
 from curation import registry
-from tests.images import write_images
+from curation.demo import generate_demo_images
+from tests.integration.conftest import SERVICE_KEY
+from tests.integration.helpers import new_container
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -39,6 +43,12 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    """Overrides the suite's temporary Prefect server: this module starts a real one of its own."""
+    yield
 
 
 @pytest.fixture()
@@ -70,34 +80,127 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
         stop(server)
 
 
-def test_deploy_all_and_run_curate_dataset_through_a_process_worker(tmp_path, prefect_server):
+SAVE_BLOCKS = """
+import os
+from prefect.blocks.system import Secret
+from tasks.blocks import CurationAzureCredentials
+CurationAzureCredentials(
+    account_name=os.environ["AZ_NAME"], account_url=os.environ["AZ_URL"], account_key=os.environ["AZ_KEY"]
+).save("curation-azure")
+Secret(value=os.environ["API_KEY"]).save("inference-api-key")
+"""
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def wait_for_state(api: str, flow_run_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in FINAL or time.monotonic() > deadline:
+            return run
+        time.sleep(0.25)
+
+
+def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_path, prefect_server, azurite, service):
     env = dict(prefect_server)
+    api = env["PREFECT_API_URL"]
     run = lambda *args: subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
     created = run("work-pool", "create", "curation-process", "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
     deployed = run("--no-prompt", "deploy", "--all")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    for name in ("curate-dataset/curate-dataset", "track-curation/track-curation", "sample-dataset/sample-dataset"):
-        assert name in deployed.stdout
+    for name in ("curate-dataset", "track-curation", "sample-dataset", "summarise-dataset"):
+        assert f"{name}/{name}" in deployed.stdout
 
-    images, data_root = tmp_path / "images", tmp_path / "data"
-    write_images(images, 31)
-    worker_env = dict(env, CURATION_DATA_ROOT=str(data_root), CURATION_POLL_INTERVAL_S="0.5")
-    worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "curation-process"], worker_env, tmp_path / "worker.log")
+    # Credentials live in blocks on the server, created as the README says: register, then save from Python.
+    registered = run("block", "register", "-m", "tasks.blocks")
+    assert registered.returncode == 0 and "Curation Azure Credentials" in registered.stdout, registered.stdout
+    secrets = {"AZ_KEY": azurite.account_key, "API_KEY": SERVICE_KEY}
+    block_env = dict(env, AZ_NAME=azurite.account_name, AZ_URL=azurite.blob_endpoint, **secrets)
+    saved = subprocess.run(
+        [sys.executable, "-c", SAVE_BLOCKS], env=block_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert saved.returncode == 0, saved.stderr[-2000:]
+
+    # The demo dataset (72 synthetic scenes) in an Azurite container.
+    container = new_container(azurite)
+    generate_demo_images(tmp_path / "demo", count=72)
+    for image in sorted((tmp_path / "demo").glob("demo_*")):
+        container.upload_blob(f"demo/{image.name}", image.read_bytes())
+
+    # The worker knows no credential: only the service URL and the name of the API key's Secret block.
+    data_root = tmp_path / "data"
+    worker_env = dict(
+        env, CURATION_DATA_ROOT=str(data_root), CURATION_POLL_INTERVAL_S="0.5",
+        CURATION_SERVICE_URL=service.url, CURATION_API_KEY_BLOCK="inference-api-key",
+        PREFECT_WORKER_QUERY_SECONDS="2",  # Prefect's default polls every 10 s: up to 8 s more per run
+    )
+    assert not [k for k in worker_env if k.startswith("CURATION_AZURE_") or k == "CURATION_API_KEY"]
+    assert not set(secrets.values()) & set(worker_env.values())
+    worker_log = tmp_path / "worker.log"
+    worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "curation-process"], worker_env, worker_log)
     try:
-        api = env["PREFECT_API_URL"]
         deployment = httpx.get(f"{api}/deployments/name/curate-dataset/curate-dataset").json()
-        parameters = {"name": "from the UI", "storage": {"kind": "local", "path": str(images)}}
-        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters}).json()
-        state = None
-        for _ in range(360):
-            state = httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state"]
-            if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                break
+        summarise = httpx.get(f"{api}/deployments/name/summarise-dataset/summarise-dataset").json()
+        parameters = {
+            "name": "Demo: synthetic road scenes", "dataset_type": "demo",
+            "storage": {"kind": "azure", "container_name": container.container_name, "prefix": "demo/",
+                        "credentials_block": "curation-azure"},
+        }
+        triggered = time.monotonic()
+        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters})
+        flow_run = wait_for_state(api, flow_run.json()["id"], timeout=240)
+        trigger_to_completed = time.monotonic() - triggered
+        assert flow_run["state"]["type"] == "COMPLETED", f"{flow_run['state']}\n{worker_log.read_text()[-3000:]}"
+
+        # The downstream deployment: a run created by the server's automation from the event, with the dataset id.
+        [record] = registry.list_records(data_root)
+        downstream: list[dict] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(r["state"]["type"] in FINAL for r in downstream):
+            body = {"deployments": {"id": {"any_": [summarise["id"]]}}}
+            downstream = httpx.post(f"{api}/flow_runs/filter", json=body).json()
             time.sleep(0.5)
-        log = (tmp_path / "worker.log").read_text()
-        assert state and state["type"] == "COMPLETED", f"{state}\n{log[-3000:]}"
+        event_to_completed = time.monotonic() - triggered - trigger_to_completed
+        assert [r["state"]["type"] for r in downstream] == ["COMPLETED"], (downstream, worker_log.read_text()[-3000:])
+        assert downstream[0]["parameters"] == {"dataset_id": record.id}
+        only = {"artifacts": {"key": {"any_": [f"summary-{record.id}"]}}}
+        artifacts = httpx.post(f"{api}/artifacts/filter", json=only).json()
+        assert [a["flow_run_id"] for a in artifacts] == [downstream[0]["id"]]
+        assert "72 images, 0 failed" in artifacts[0]["data"]
+        automations = httpx.get(f"{api}/automations/related-to/prefect.deployment.{summarise['id']}").json()
+        assert [a["trigger"]["expect"] for a in automations] == [["curation.dataset.completed"]]
     finally:
         stop(worker)
-    [record] = registry.list_records(data_root)
-    assert record.name == "from the UI" and record.status.value == "Completed" and record.counts.processed == 31
+
+    assert record.name == "Demo: synthetic road scenes" and record.type.value == "demo"
+    assert record.status.value == "Completed" and record.counts.processed == 72 and record.counts.failed == 0
+    assert record.storage["account_name"] == azurite.account_name  # from the block
+
+    # No secret in the deployment's or the runs' parameters, job variables, or the worker's and server's logs.
+    runs = httpx.post(f"{api}/flow_runs/filter", json={}).json()
+    deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
+    fields = ("parameters", "job_variables", "parameter_openapi_schema")
+    places = {
+        "deployments": json.dumps([[d[k] for k in fields] for d in deployments]),
+        "flow runs": json.dumps([[r["parameters"], r["job_variables"]] for r in runs]),
+        "worker log": worker_log.read_text(),
+        "server log": (tmp_path / "server.log").read_text(),
+    }
+    assert "curation-azure" in places["flow runs"] and len(runs) >= 3  # curate, its track-curation subflow, summarise
+    for where, text in places.items():
+        for name, secret in secrets.items():
+            assert secret not in text, f"{name} in {where}"
+
+    start_latency = (_when(flow_run["start_time"]) - _when(flow_run["expected_start_time"])).total_seconds()
+    print(
+        f"\ndemo dataset (72 images) through the deployment: trigger to Completed {trigger_to_completed:.1f} s "
+        f"(scheduled to running {start_latency:.1f} s, flow run {flow_run['total_run_time']:.1f} s); "
+        f"downstream summarise-dataset Completed {event_to_completed:.1f} s later"
+    )
+
+
+def _when(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text)
