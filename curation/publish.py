@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,12 +104,13 @@ def publish_dataset(settings: Settings, dataset_id: str, url: str | None = None)
             fs.rm_file(f"{folder}/{MARKER}")
         written = []
         for name, path in local.items():
-            _put_atomic(fs, path, folder, f"{name}.parquet")
+            _write_atomic(fs, folder, f"{name}.parquet", lambda tmp, path=path: fs.put_file(str(path), tmp))
             written.append(f"{name}.parquet")
-        _pipe_atomic(fs, record.model_dump_json(indent=2).encode(), folder, "dataset.json")
+        record_json = record.model_dump_json(indent=2).encode()
+        _write_atomic(fs, folder, "dataset.json", lambda tmp: fs.pipe_file(tmp, record_json))
         written.append("dataset.json")
-        manifest = {"dataset_id": dataset_id, "files": written, "published": datetime.now(UTC).isoformat()}
-        fs.pipe_file(f"{folder}/{MARKER}", json.dumps(manifest, indent=2).encode())
+        manifest = json.dumps({"dataset_id": dataset_id, "files": written, "published": datetime.now(UTC).isoformat()})
+        _write_atomic(fs, folder, MARKER, lambda tmp: fs.pipe_file(tmp, manifest.encode()))
     except Exception as exc:
         # The library's text can quote the connection string or a SAS; redact it, and drop the chained traceback.
         detail = redact(f"{type(exc).__name__}: {exc}", _secrets(settings, options))
@@ -116,21 +118,11 @@ def publish_dataset(settings: Settings, dataset_id: str, url: str | None = None)
     return Published(url=shown, files=written)
 
 
-def _put_atomic(fs: fsspec.AbstractFileSystem, source: Path, folder: str, name: str) -> None:
-    """Upload under a temporary name, then move into place (a rename locally, a server-side copy on blob stores)."""
+def _write_atomic(fs: fsspec.AbstractFileSystem, folder: str, name: str, write: Callable[[str], None]) -> None:
+    """Write under a temporary name, then move into place (a rename locally, a server-side copy on blob stores)."""
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
-        fs.put_file(str(source), tmp)
-        fs.mv(tmp, f"{folder}/{name}")
-    finally:
-        if fs.exists(tmp):
-            fs.rm_file(tmp)
-
-
-def _pipe_atomic(fs: fsspec.AbstractFileSystem, data: bytes, folder: str, name: str) -> None:
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        fs.pipe_file(tmp, data)
+        write(tmp)
         fs.mv(tmp, f"{folder}/{name}")
     finally:
         if fs.exists(tmp):
