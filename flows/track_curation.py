@@ -89,7 +89,8 @@ def _follow_jobs(dataset_id: str, tracing: bool, settings: Settings, storage: St
                 analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
                 compute_sampling(dataset_id, seed=0, strategy="stratified")
             record = complete_dataset(dataset_id)
-            if record.status == Status.COMPLETED and get_settings().output_url:
+            # A hidden staging dataset (curate-new-blobs) is not a dataset of its own: never published.
+            if record.status == Status.COMPLETED and get_settings().output_url and record.parent_id is None:
                 try:
                     publish_parquet(dataset_id)
                 except PublishError as exc:  # whole locally, but not delivered where it was asked for
