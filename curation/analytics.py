@@ -244,10 +244,12 @@ def analyse(
     if not (len(content_hash) == len(phash) == n):
         raise ValueError("content_hash, phash and image_ids must have the same length")
 
-    valid = np.isfinite(x).all(axis=1) & (np.abs(x).sum(axis=1) > 0)
+    # At 1M x 512-d one float32 copy is 2 GB: no temporaries of x's size beyond the one unit-row matrix.
+    valid = np.isfinite(x).all(axis=1) & (x != 0).any(axis=1)
     rows = np.flatnonzero(valid)
-    unit = _unit_rows(np.where(valid[:, None], x, 0.0))
-    idx, dist = nearest_neighbours(unit[rows], k, knn_backend) if len(rows) else (
+    unit = _unit_rows(x if valid.all() else np.where(valid[:, None], x, np.float32(0.0)))
+    searched = unit if len(rows) == n else unit[rows]
+    idx, dist = nearest_neighbours(searched, k, knn_backend) if len(rows) else (
         np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32))
     found = idx >= 0
 

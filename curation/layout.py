@@ -25,6 +25,7 @@ UMAP_FIT_MAX = 20_000  # UMAP is fitted on at most this many rows; the rest are 
 PCA_DIM = 50  # embeddings are reduced to this many dimensions before UMAP
 UMAP_NEIGHBORS = 15
 UMAP_MIN_DIST = 0.1
+TRANSFORM_CHUNK = 100_000  # rows projected by PCA at a time
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -44,7 +45,10 @@ def _pca(x: np.ndarray, n_components: int, seed: int, fit_rows: np.ndarray | Non
     k = min(n_components, x.shape[0], x.shape[1])
     pca = PCA(n_components=k, svd_solver="randomized" if k < min(x.shape) else "full", random_state=seed)
     pca.fit(x if fit_rows is None else x[fit_rows])
-    return pca.transform(x).astype(np.float32)
+    out = np.empty((x.shape[0], pca.n_components_), dtype=np.float32)
+    for start in range(0, x.shape[0], TRANSFORM_CHUNK):  # no centred copy of all of x (2 GB at 1M x 512-d)
+        out[start : start + TRANSFORM_CHUNK] = pca.transform(x[start : start + TRANSFORM_CHUNK])
+    return out
 
 
 def _umap(x: np.ndarray, seed: int) -> np.ndarray:
@@ -92,7 +96,7 @@ def layout_3d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     m = int(valid.sum())
     if m < 2:
         return out
-    xv = _unit_rows(x[valid])
+    xv = _unit_rows(x if m == n else x[valid])
     if m < UMAP_MIN_POINTS:
         coords = _pca(xv, 3, seed)
         padded = np.zeros((m, 3), dtype=np.float32)
