@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from curation import dataset_analytics, subsets
+from curation import dataset_analytics, registry, subsets
 from curation.run_report import dataset_summary, report_markdown, run_report, summary_markdown
 from curation.settings import get_settings
 
@@ -37,6 +37,8 @@ def publish_report(dataset_id: str, seconds: float | None) -> dict[str, Any]:
     from prefect.events import emit_event
 
     report = run_report(get_settings().data_root, dataset_id, seconds)
+    if registry.load(get_settings().data_root, dataset_id).parent_id:
+        return report  # a curate-new-blobs staging dataset: its parent publishes once the version is merged
     create_markdown_artifact(
         key=f"curation-{dataset_id}", markdown=report_markdown(report), description=f"Curation of {report['name']}"
     )

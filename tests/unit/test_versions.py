@@ -131,3 +131,24 @@ def test_commit_appends_lineage_and_manifest_and_updates_the_record(tmp_path):
     assert versions.read_lineage(paths)["flow_run_id"].to_list() == ["run-1", "run-2"]
     assert [v["version"] for v in versions.read_versions(paths)] == [1, 2]
     assert (record.counts.found, record.counts.accepted, record.counts.processed, record.counts.rejected) == (3, 2, 2, {"x": 1})
+
+
+def test_a_staging_dataset_publishes_no_artifact_or_event(tmp_path, monkeypatch):
+    """Downstream triggers on curation.dataset.completed must not fire for a staging dataset erased moments later."""
+    import prefect.artifacts
+    import prefect.events
+
+    from curation.settings import Settings, use_settings
+    from tasks.dataset_tasks import publish_report
+
+    emitted: list[str] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda event, **_: emitted.append(event))
+    monkeypatch.setattr(prefect.artifacts, "create_markdown_artifact", lambda **_: None)
+    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", lambda **_: None)
+    target = registry.update(tmp_path, registry.register(tmp_path, "drives", storage=LOCAL).id, status=Status.COMPLETED)
+    staging = versions.register_staging(tmp_path, target, [BlobInfo("a.jpg", 1)], 2)
+    with use_settings(Settings(data_root=tmp_path)):
+        publish_report.fn(staging.id, None)
+        assert emitted == []
+        publish_report.fn(target.id, None)
+    assert emitted == ["curation.dataset.completed"]
