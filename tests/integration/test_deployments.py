@@ -12,6 +12,7 @@ import sys
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,7 @@ def wait_for_state(api: str, flow_run_id: str, timeout: float) -> dict:
 def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_path, prefect_server, azurite, service):
     env = dict(prefect_server)
     api = env["PREFECT_API_URL"]
+    demo = ThreadPoolExecutor(1).submit(generate_demo_images, tmp_path / "demo", count=72)  # while Prefect deploys
     run = lambda *args: subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
     created = run("work-pool", "create", "curation-process", "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
@@ -124,7 +126,7 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
 
     # The demo dataset (72 synthetic scenes) in an Azurite container.
     container = new_container(azurite)
-    generate_demo_images(tmp_path / "demo", count=72)
+    demo.result()
     for image in sorted((tmp_path / "demo").glob("demo_*")):
         container.upload_blob(f"demo/{image.name}", image.read_bytes())
 
