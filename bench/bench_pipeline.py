@@ -3,7 +3,8 @@
 Usage:
     python bench/bench_pipeline.py                 # N=1000 (a few minutes on 2 cores)
     python bench/bench_pipeline.py --n 10000       # the full run (target: pipeline <= 2.0x the decode floor)
-    python bench/bench_pipeline.py --azurite       # also curate the same images from Azurite (needs node_modules)
+    python bench/bench_pipeline.py --azurite       # also the Prefect flow from Azurite (upload untimed; node_modules)
+    python bench/bench_pipeline.py --n 10000 --azurite --repeat 1   # the issue's full run, one pair per mode
     python bench/bench_pipeline.py --profile-n 0   # skip the profile
 
 Measured in ONE process (ratios are the point; the machine may be shared):
@@ -16,9 +17,12 @@ Measured in ONE process (ratios are the point; the machine may be shared):
   3. plain     the same curation as plain calls of the functions the tasks wrap (curation.pipeline and friends,
                thumbnail shards in a ThreadPoolExecutor like the flow's task runner, same poll interval).
   4. memory    peak RSS of this process during each run (VmHWM, reset through /proc/self/clear_refs before each run;
-               ru_maxrss is reported too) plus the Prefect temporary server (a child process).
-Then a profile of the Prefect run at --profile-n images (default 500) in a fresh child process: a wall-clock stack
-sampler over every thread (shares per category) and cProfile in every thread (top functions).
+               ru_maxrss is reported too) plus its children: the Prefect temporary server and the worker processes
+               of curation.workpool (decoding, signals, thumbnails and model features run there).
+  5. azurite   (--azurite) the Prefect flow from Azurite started from node_modules, after an untimed upload.
+Then a profile of the Prefect run at --profile-n images (default 500) in a fresh child process: py-spy over the
+process and all its children when it is installed (pip install py-spy; shares of on-CPU samples per step and
+grouped as decoding / features / I/O / orchestration), else a stack sampler over this process's threads and cProfile.
 Writes bench/results/pipeline-<N>-<timestamp>.json.
 """
 
@@ -34,6 +38,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -440,6 +445,14 @@ def _classify(stack: tuple[tuple[str, str, int], ...]) -> str:
         return "waiting: poll sleep" if ("track_curation" in joined or "run_plain" in joined) else "waiting: other sleep"
     if (os.path.basename(inner_file), inner_func) in _IDLE_FUNCS:
         return "idle (blocked on lock/queue/select)"
+    if has("jobs.py", "predict_batch"):  # the service's batch, in a worker process or in its thread
+        if has("imaging.py", "decode_image"):
+            return "decode: service (2nd decode)"
+        if "curation/models/" in joined:
+            return "features: model predict"
+        return "service: batch bookkeeping"
+    if has("jobs.py", "_fetch") or has("fetch.py", "fetch_bytes"):
+        return "I/O: service fetch (file://, http)"
     if has("jobs.py", "_load"):
         if has("imaging.py", "decode_image"):
             return "decode: service (2nd decode)"
@@ -468,6 +481,8 @@ def _classify(stack: tuple[tuple[str, str, int], ...]) -> str:
         return "sampling"
     if has("registry.py"):
         return "registry JSON"
+    if any("/multiprocessing/" in f or f.endswith("concurrent/futures/process.py") for f in files):
+        return "IPC: worker hand-over (pickle, pipes)"
     if any("/prefect/" in f for f in files):
         return "orchestration: prefect"
     if any(s in joined for s in ("/uvicorn/", "/starlette/", "/fastapi/", "/anyio/", "/h11/", "/httpx/", "/httpcore/")):
@@ -571,10 +586,73 @@ _CPROFILE_KEYS = {
 }
 
 
+def _pyspy() -> str | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+def _pyspy_frame(frame: str) -> tuple[str, str, int] | None:
+    """'func (path/file.py:12)' -> (path, func, line); None for py-spy's 'process 123:"cmd"' roots."""
+    if frame.startswith("process ") or not frame.endswith(")") or " (" not in frame:
+        return None
+    func, _, where = frame[:-1].rpartition(" (")
+    path, _, line = where.rpartition(":")
+    if not path.startswith(("/", "<")):  # py-spy shortens paths to their import root: 'prefect/flows.py'
+        path = "/" + path
+    return (path, func, int(line) if line.isdigit() else 0)
+
+
+def pyspy_shares(raw: Path) -> dict[str, object]:
+    """Share of on-CPU samples per category (bench._classify), over every process py-spy followed."""
+    busy: Counter[str] = Counter()
+    per_process: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack_text.split(";")
+        roots = [f for f in frames if f.startswith("process ")]
+        stack = tuple(f for f in (_pyspy_frame(x) for x in frames) if f is not None)
+        if not stack:
+            continue
+        category = _classify(stack)
+        if category.startswith(("idle", "waiting")):
+            continue
+        busy[category] += int(count)
+        cmd = roots[-1] if roots else "?"
+        kind = ("worker" if "forkserver" in cmd or "multiprocessing" in cmd else
+                "prefect server" if "prefect.server" in cmd else "main")
+        per_process[kind] += int(count)
+    total = sum(busy.values()) or 1
+    shares = {k: v / total for k, v in busy.most_common()}
+    groups = {group: sum(v for k, v in shares.items() if k.startswith(prefixes)) for group, prefixes in _GROUPS.items()}
+    groups["other"] = 1.0 - sum(groups.values())
+    return {"samples": total, "busy_share": shares, "groups": groups,
+            "process_share": {k: v / total for k, v in per_process.most_common()}}
+
+
+# What the issue asks the profile to split the time into.
+_GROUPS = {
+    "decoding": ("decode:",),
+    "features (quality signals, phash, model)": ("thumbnail: quality", "features:"),
+    "thumbnail resize + encode + write": ("thumbnail: resize", "thumbnail: sha256"),
+    "I/O (reads, fetch, HTTP, worker hand-over)": ("I/O:", "HTTP", "IPC:"),
+    "orchestration (Prefect, incl. its server)": ("orchestration:",),
+    "results, Parquet, analytics, sampling": ("results:", "parquet:", "analytics", "sampling", "registry"),
+}
+
+
 def profile_child(args: argparse.Namespace) -> None:
-    """Runs in a fresh process: warm up, then profile one Prefect curation; prints the profile as JSON."""
-    prof = AllThreadsProfile()
-    prof.install()
+    """Runs in a fresh process: warm up, then profile one Prefect curation; prints the profile as JSON.
+
+    With py-spy (pip install py-spy), a sampling profile of this process and all its children (the worker
+    processes, Prefect's temporary server) over the timed run; else an in-process stack sampler and cProfile,
+    which cannot see the worker processes.
+    """
+    spy = _pyspy()
+    prof = None if spy else AllThreadsProfile()
+    if prof:
+        prof.install()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-prof-", dir=args.tmp))
     prepare_environment(work / "prefect-home")
     from curation.storage import LocalStorageConfig
@@ -585,6 +663,28 @@ def profile_child(args: argparse.Namespace) -> None:
     warm = dataset_folder(paths[:WARMUP_IMAGES], args.cache, "warm")
     warm_prefect()
     run_plain(settings, LocalStorageConfig(path=warm), "warm-up")
+    if spy:
+        raw = work / "pyspy.txt"
+        recorder = subprocess.Popen(
+            [spy, "record", "--pid", str(os.getpid()), "--subprocesses", "--rate", "50", "--nonblocking",
+             "--format", "raw", "--output", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # py-spy attaches
+        t0 = time.perf_counter()
+        dataset_id = run_prefect(settings, LocalStorageConfig(path=folder), f"profile-{args.n}")
+        wall = time.perf_counter() - t0
+        recorder.send_signal(signal.SIGINT)
+        _, err = recorder.communicate(timeout=120)
+        check_done(settings, dataset_id, args.n)
+        out: dict[str, object] = {"n": args.n, "wall_s": wall, "profiler": "py-spy (rate 50 Hz, all processes)"}
+        if raw.exists():
+            out["pyspy"] = pyspy_shares(raw)
+        else:
+            out["pyspy_error"] = err.decode(errors="replace")[-2000:]
+        shutil.rmtree(work, ignore_errors=True)
+        print("PROFILE-JSON " + json.dumps(out))
+        return
     before = prof.snapshot()
     sampler = StackSampler()
     sampler.start()
@@ -649,15 +749,18 @@ def run_azure(args: argparse.Namespace, paths: list[Path], settings, work: Path)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(upload, paths))
         out["upload_s"] = time.perf_counter() - t0
+        print(f"      uploaded in {out['upload_s']:.0f} s (untimed)", flush=True)
         config = AzureStorageConfig(
             account_name=az.account_name, container_name="bench", account_key=SecretStr(az.account_key),
             account_url=az.blob_endpoint,
         )
-        for label, runner in (("prefect", run_prefect), ("plain", run_plain)):
+        runners = [("prefect", run_prefect)] + ([("plain", run_plain)] if args.azurite_plain else [])
+        for label, runner in runners:
             with Meter() as m:
                 dataset_id = runner(settings, config, f"azurite-{label}-{len(paths)}")
             check_done(settings, dataset_id, len(paths))
             out[label] = {**m.as_dict(), "images_per_s": len(paths) / m.wall}
+            print(f"      azurite {label}: {m.wall:.1f} s, {len(paths) / m.wall:.1f} img/s", flush=True)
     return out
 
 
@@ -668,6 +771,12 @@ def run_azure(args: argparse.Namespace, paths: list[Path], settings, work: Path)
 
 def _fmt_row(cols: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def _checkpoint(res: dict, **partial: object) -> None:
+    """The measurements so far, in case a long run on a busy machine is stopped before its table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"pipeline-{res['n']}-partial.json").write_text(json.dumps({**res, **partial}, indent=2, default=str))
 
 
 def print_table(res: dict) -> None:
@@ -709,7 +818,20 @@ def print_table(res: dict) -> None:
           f"= {pipe_ms / res['step_costs_ms']['floor: decode+thumbnail+encode']:.2f}x CPU before any orchestration")
     print("plain run timeline (s from start): " + ", ".join(
         f"{k} {v:.1f}" if k != "polls" else f"polls {v}" for k, v in res["plain"]["timeline_s"].items()))
-    if "profile" in res:
+    if "profile" in res and "pyspy" in res["profile"]:
+        p = res["profile"]
+        spy = p["pyspy"]
+        print(f"\n== profile: Prefect run at N={p['n']}, {p['wall_s']:.1f} s wall, {p['profiler']}, "
+              f"{spy['samples']} on-CPU samples")
+        print("share of on-CPU samples by what the issue asks:")
+        for k, v in spy["groups"].items():
+            print(f"  {k:45s} {v:6.1%}")
+        print("by step:")
+        for k, v in spy["busy_share"].items():
+            if v >= 0.005:
+                print(f"  {k:45s} {v:6.1%}")
+        print("by process: " + ", ".join(f"{k} {v:.1%}" for k, v in spy["process_share"].items()))
+    elif "profile" in res:
         p = res["profile"]
         print(f"\n== profile: Prefect run at N={p['n']}, {p['wall_s']:.1f} s wall, "
               f"mean busy threads {p['sampler']['mean_busy_threads']:.2f} on {os.cpu_count()} cores")
@@ -733,6 +855,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="images (default 1000; 10000 for the full run)")
     ap.add_argument("--azurite", action="store_true", help="also curate from Azurite (needs node_modules)")
+    ap.add_argument("--azurite-plain", action="store_true", help="with --azurite, also the plain calls from Azurite")
     ap.add_argument("--profile-n", type=int, default=500, help="images of the profiled run; 0 skips it")
     ap.add_argument("--repeat", type=int, default=2, help="prefect/plain pairs, in ABBA order (default 2)")
     ap.add_argument("--poll-interval", type=float, default=None, help="override CURATION_POLL_INTERVAL_S (default 5)")
@@ -759,6 +882,8 @@ def main() -> None:
 
         print(f"[1/4] decode floor, {n} images, {os.cpu_count()} processes ...", flush=True)
         floors = [decode_floor(paths[:n])]
+        print(f"      {floors[0]['seconds']:.1f} s, {floors[0]['images_per_s']:.1f} img/s, load {os.getloadavg()[0]:.1f}",
+              flush=True)
 
         from curation.storage import LocalStorageConfig
 
@@ -786,8 +911,14 @@ def main() -> None:
                 else:
                     dataset_id = run_plain(settings, config, f"bench-{label}-{n}-{i}", marks)
             runs[label].append({**m.as_dict(), **check_done(settings, dataset_id, n), **({"timeline_s": marks} if marks else {})})
+            print(f"      {m.wall:.1f} s, {n / m.wall:.1f} img/s, load {os.getloadavg()[0]:.1f}", flush=True)
+            _checkpoint(res, floors=floors, runs=runs)
             if i == len(order) // 2 - 1 and len(order) > 2:
                 floors.append(decode_floor(paths[:n]))  # the machine is shared: the floor drifts too
+        if args.azurite:  # before the last floor, so that the floors bracket every timed run
+            print(f"[3b] Azurite, {n} images ...", flush=True)
+            res["azurite"] = run_azure(args, paths[:n], settings, work)
+            _checkpoint(res, floors=floors, runs=runs)
         floors.append(decode_floor(paths[:n]))
         for label, rs in runs.items():
             mean = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
@@ -808,9 +939,6 @@ def main() -> None:
         cpu = {k: res[k]["cpu_s"] + res[k]["children_cpu_s"] for k in ("prefect", "plain")}
         res["prefect_cpu_overhead_pct"] = 100 * (cpu["prefect"] / cpu["plain"] - 1)
 
-        if args.azurite:
-            print(f"[3b] Azurite, {n} images ...", flush=True)
-            res["azurite"] = run_azure(args, paths[:n], settings, work)
 
         if args.profile_n:
             print(f"[profile] profiling the Prefect run at N={args.profile_n} in a fresh process ...", flush=True)
