@@ -74,6 +74,19 @@ def shards(blobs: list[BlobInfo], size: int) -> list[list[BlobInfo]]:
     return [blobs[i : i + size] for i in range(0, len(blobs), size)]
 
 
+def check_replicas(settings: Settings) -> dict[str, Any]:
+    """The model info of the first replica that answers and accepts the API key (a wrong key raises at once);
+    NoReplicaAvailable when none answers within the transient budget."""
+    down: list[str] = []
+    for replica in replicas(settings):
+        try:
+            with connect(settings, replica) as client:
+                return {**client.check_access(), "replica": replica.name}
+        except TransientServiceError as exc:
+            down.append(f"{replica.name}: {exc}")
+    raise NoReplicaAvailable(f"no inference replica answers: {'; '.join(down)}")
+
+
 def sign_items(config: StorageConfig, settings: Settings, blobs: list[BlobInfo]) -> list[dict[str, Any]]:
     """Job items with a read-only signed URL per blob. The result holds SAS tokens: never persist it."""
     storage = open_storage(config, settings)

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from curation import pipeline, registry
-from curation.client import ServiceError, connect
+from curation.client import ServiceError
 from curation.paths import dataset_paths
 from curation.registry import DatasetRecord, DatasetType
 from curation.settings import Settings, get_settings
@@ -88,10 +88,9 @@ def list_images(config: StorageConfig) -> ValidationReport:
 
 @task(name="check-service", **NETWORK["check-service"], retry_condition_fn=_not_a_service_error, **PRIVATE)
 def check_service() -> str:
-    """Check the first inference replica answers and accepts our API key, before any dataset is registered."""
-    with connect(get_settings()) as client:
-        info = client.check_access()
-    get_run_logger().info("inference service ready: model %s", info.get("model"))
+    """Check an inference replica answers and accepts our API key, before any dataset is registered."""
+    info = pipeline.check_replicas(get_settings())
+    get_run_logger().info("inference service ready on %s: model %s", info["replica"], info.get("model"))
     return str(info.get("model"))
 
 
