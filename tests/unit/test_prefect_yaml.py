@@ -52,5 +52,5 @@ def test_flow_parameters_hold_no_secret_fields():
     flow = load_flow_from_entrypoint(str(ROOT / "flows/curate_dataset.py:curate_dataset"))
     definitions = flow.parameters.model_dump()["definitions"]
     fields = set(definitions["AzureStorageConfig"]["properties"])
-    assert {"container_name", "account_name", "account_url", "prefix", "secret_block"} <= fields
+    assert {"container_name", "account_name", "account_url", "prefix", "secret_block", "credentials_block"} <= fields
     assert not fields & {"account_key", "sas_token", "connection_string"}
