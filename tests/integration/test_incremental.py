@@ -95,6 +95,16 @@ def test_versions_lineage_and_idempotent_rerun(tmp_path, cr):
     assert _snapshot(paths.dir) == before  # nothing written, not even touched
     assert [r.id for r in registry.list_records(root, include_staging=True)] == [dataset_id]
 
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+    from curation.settings import use_settings
+
+    with use_settings(cr.settings):
+        result = CliRunner().invoke(app, ["curate-new", "--local", str(folder)])
+    assert result.exit_code == 0 and f"dataset {dataset_id}: nothing new" in result.output
+    assert _snapshot(paths.dir) == before
+
 
 def test_crash_before_commit_then_rerun_picks_up_exactly_the_missing(tmp_path, cr, monkeypatch):
     folder = tmp_path / "images"
