@@ -165,7 +165,7 @@ def _cast(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
 
 def _shard_version(name: str) -> int:
     match = _VERSION_SHARD.match(name)
-    return int(match.group(1)) if match else 1
+    return int(match.group(1)) if match else 0  # a shard of the dataset's first curation
 
 
 def build_version(root: Path, target_id: str, staging_id: str, version: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pytest
 from polars.testing import assert_frame_equal
 
 from curation import registry, versions
@@ -90,16 +91,17 @@ def _write_dataset(root, dataset_id: str, names: list[str], seed: int, shard_nam
     write_embeddings(paths, [image_id_for(n) for n in names], vectors)
 
 
-def test_build_and_publish_replace_changed_rows_and_append_new_ones(tmp_path):
+@pytest.mark.parametrize("version", [2, 1])  # 1: a dataset curated by curate-dataset, adopted without lineage
+def test_build_and_publish_replace_changed_rows_and_append_new_ones(tmp_path, version):
     target = registry.register(tmp_path, "drives", storage=LOCAL)
     target = registry.update(tmp_path, target.id, status=Status.COMPLETED)
     _write_dataset(tmp_path, target.id, ["a.jpg", "b.jpg", "c.jpg"], seed=1)
     t = dataset_paths(tmp_path, target.id)
     before = pl.read_parquet(t.files)
-    staging = versions.register_staging(tmp_path, target, [BlobInfo("b.jpg", 2), BlobInfo("d.jpg", 2)], 2)
+    staging = versions.register_staging(tmp_path, target, [BlobInfo("b.jpg", 2), BlobInfo("d.jpg", 2)], version)
     _write_dataset(tmp_path, staging.id, ["b.jpg", "d.jpg"], seed=2)
 
-    built = versions.build_version(tmp_path, target.id, staging.id, 2)
+    built = versions.build_version(tmp_path, target.id, staging.id, version)
     assert_frame_equal(pl.read_parquet(t.files), before)  # the target is untouched until published
     assert built["orphans"] == [before.filter(pl.col("blob_name") == "b.jpg")["thumbnail"][0]]
 
@@ -108,13 +110,13 @@ def test_build_and_publish_replace_changed_rows_and_append_new_ones(tmp_path):
     assert files["blob_name"].to_list() == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     assert files["content_hash"].to_list() == ["a.jpg-1", "b.jpg-2", "c.jpg-1", "d.jpg-2"]
     b_thumb = tmp_path / files.filter(pl.col("blob_name") == "b.jpg")["thumbnail"][0]
-    assert b_thumb == t.versioned_thumbnail(image_id_for("b.jpg"), 2) and b_thumb.read_bytes() == b"b.jpg-2"
+    assert b_thumb == t.versioned_thumbnail(image_id_for("b.jpg"), version) and b_thumb.read_bytes() == b"b.jpg-2"
     assert pl.read_parquet(t.metadata).height == 4
     embeddings = pl.read_parquet(t.embeddings)
     assert embeddings.height == 4 and embeddings["image_id"].n_unique() == 4
     assert float(embeddings.select(pl.col("x").abs().max()).item()) <= 1.0  # layout recomputed for all four
     shards = {p.name: pl.read_parquet(p)["blob_name"].sort().to_list() for p in t.work.glob("thumbnails-*.parquet")}
-    assert shards == {"thumbnails-00000.parquet": ["a.jpg", "c.jpg"], "thumbnails-v0002-00000.parquet": ["b.jpg", "d.jpg"]}
+    assert shards == {"thumbnails-00000.parquet": ["a.jpg", "c.jpg"], f"thumbnails-v{version:04d}-00000.parquet": ["b.jpg", "d.jpg"]}
 
 
 def test_commit_appends_lineage_and_manifest_and_updates_the_record(tmp_path):
