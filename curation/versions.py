@@ -239,7 +239,8 @@ def publish_version(root: Path, target_id: str, staging_id: str) -> None:
     for shard in t.work.glob("thumbnails-*.parquet"):
         if shard.name not in shards:
             shard.unlink()
-    for name in ("embeddings", "metadata", "files", "analytics", "sampling", "sampling_report"):
+    # files last: readers start from files and left-join the rest, so meanwhile they see the previous image list.
+    for name in ("analytics", "sampling", "sampling_report", "embeddings", "metadata", "files"):
         if getattr(s, name).exists():
             os.replace(getattr(s, name), getattr(t, name))
 
