@@ -51,7 +51,8 @@ def test_summary_reads_the_completed_dataset_back(tmp_path):
 
     record = registry.register(tmp_path, "s", counts=Counts(found=4, accepted=4, processed=3, failed=1))
     paths = dataset_paths(tmp_path, record.id)
-    files = [{"image_id": f"i{k}", "blob_name": f"{k}.jpg", "size": 1, "error": "bad" if k == 3 else None} for k in range(4)]
+    errors = [None, None, None, "bad"]
+    files = [{"image_id": f"i{k}", "blob_name": f"{k}.jpg", "size": 1, "error": e} for k, e in enumerate(errors)]
     write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
     meta = [{"image_id": f"i{k}", "time": ["night", "night", "day", None][k], "road": "city"} for k in range(4)]
     write_table(paths.metadata, rows_to_table(meta, metadata_schema()))
