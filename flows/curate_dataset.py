@@ -42,7 +42,16 @@ def curate_dataset(
     wait_for_completion: Annotated[bool, Field(description="Track the inference job to its end")] = True,
     resume: Annotated[str | None, Field(description="Id of an unfinished dataset to finish instead of a new one")] = None,
 ) -> str:
-    """Curate the images of a container or folder into a dataset; returns the dataset id."""
+    """Curate the images of a container or folder into a dataset; returns the dataset id.
+
+    Args:
+        name: Display name of the new dataset.
+        storage: Where the images are: an Azure container (kind azure) or a local folder (kind local). Credentials
+            come from the worker's environment or the Prefect block named in credentials_block, never from here.
+        dataset_type: user, or demo for the undeletable demo dataset.
+        wait_for_completion: Track the inference jobs to their end (false: return once every shard is submitted).
+        resume: Id of an unfinished dataset to finish instead of registering a new one.
+    """
     storage = resolve_credentials(storage)
     if resume:
         record, accepted = reopen_dataset(resume, storage)

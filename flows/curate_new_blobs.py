@@ -45,7 +45,13 @@ def curate_new_blobs(
         str | None, Field(description="Name of the dataset if this run creates it (default: the container or folder)")
     ] = None,
 ) -> dict[str, Any]:
-    """Curate the blobs added or changed since the last successful run as a new version; returns what it added."""
+    """Curate the blobs added or changed since the last successful run as a new version; returns what it added.
+
+    Args:
+        storage: The container and prefix (or local folder) to watch. Credentials come from the worker's environment
+            or the Prefect block named in credentials_block, never from here.
+        name: Name of the dataset if this run creates it (default: the container or folder name).
+    """
     started = time.monotonic()
     storage = resolve_credentials(storage)
     run_id = str(flow_run.id or "outside-a-flow-run")

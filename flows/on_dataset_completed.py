@@ -18,5 +18,9 @@ from tasks.dataset_tasks import summarise_dataset as summarise
 def summarise_dataset(
     dataset_id: Annotated[str, Field(description="The Completed dataset, from the curation.dataset.completed event")],
 ) -> dict[str, Any]:
-    """Summarise a completed dataset from its Parquet (images, failures, most common labels, duplicates, flags)."""
+    """Summarise a completed dataset from its Parquet (images, failures, most common labels, duplicates, flags).
+
+    Args:
+        dataset_id: The Completed dataset, from the curation.dataset.completed event.
+    """
     return summarise(dataset_id)

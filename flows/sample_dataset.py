@@ -18,5 +18,11 @@ def sample_dataset(
         Literal["stratified", "random"], Field(description="stratified keeps the distribution; random for comparison")
     ] = "stratified",
 ) -> dict[str, Any]:
-    """Write the dataset's sampling order (joint strata, diverse inside) and its fidelity report; returns the report."""
+    """Write the dataset's sampling order (joint strata, diverse inside) and its fidelity report; returns the report.
+
+    Args:
+        dataset_id: A Completed dataset.
+        seed: Seed of the order; the same inputs and seed give the same order.
+        strategy: stratified keeps the distribution; random for comparison.
+    """
     return compute_sampling(dataset_id, seed, strategy)

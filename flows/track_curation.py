@@ -45,7 +45,14 @@ def track_curation(
         ),
     ] = None,
 ) -> str:
-    """Poll the dataset's shard jobs until they end, write results, analytics and sampling order; returns the status."""
+    """Poll the dataset's shard jobs until they end, write results, analytics and sampling order; returns the status.
+
+    Args:
+        dataset_id: The dataset id that curate-dataset returned.
+        tracing: Poll until the end (true) or make one status request (false).
+        storage: Where the images are, to re-sign a shard lost with its replica (default: the dataset's own storage,
+            with credentials from the environment).
+    """
     settings = get_settings()
     record = registry.load(settings.data_root, dataset_id)
     if record.status != Status.PROCESSING:

@@ -54,3 +54,14 @@ def test_flow_parameters_hold_no_secret_fields():
     fields = set(definitions["AzureStorageConfig"]["properties"])
     assert {"container_name", "account_name", "account_url", "prefix", "secret_block", "credentials_block"} <= fields
     assert not fields & {"account_key", "sas_token", "connection_string"}
+
+
+def test_every_deployed_parameter_is_described_in_the_ui_form():
+    """Prefect's form takes parameter descriptions from the flow docstring's Args section; none may be missing."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+        properties = flow.parameters.properties
+        assert properties, flow.name
+        for name, schema in properties.items():
+            assert schema.get("description"), f"{flow.name}: parameter {name!r} has no description in the UI form"
