@@ -42,13 +42,26 @@ def list_and_validate(config: StorageConfig, settings: Settings) -> ValidationRe
 
 
 def register_dataset(
-    name: str, config: StorageConfig, report: ValidationReport, settings: Settings, dataset_type: DatasetType
+    name: str,
+    config: StorageConfig,
+    report: ValidationReport,
+    settings: Settings,
+    dataset_type: DatasetType,
+    flow_run_id: str | None = None,
 ) -> DatasetRecord:
     """Register a Processing dataset; its storage descriptor holds no secret."""
     storage = open_storage(config, settings)
     counts = Counts(found=report.found, accepted=len(report.accepted), rejected=report.rejected)
-    record = registry.register(settings.data_root, name, type=dataset_type, storage=storage.descriptor(), counts=counts)
-    listing = pa.table({"name": [b.name for b in report.accepted], "size": [b.size for b in report.accepted]})
+    record = registry.register(
+        settings.data_root, name, type=dataset_type, storage=storage.descriptor(), counts=counts, flow_run_id=flow_run_id
+    )
+    listing = pa.table(
+        {
+            "name": [b.name for b in report.accepted],
+            "size": [b.size for b in report.accepted],
+            "etag": pa.array([b.etag for b in report.accepted], pa.string()),  # curate-new-blobs adopts it as v1
+        }
+    )
     write_table(dataset_paths(settings.data_root, record.id).listing, listing)
     return record
 
@@ -66,7 +79,7 @@ def resume_dataset(dataset_id: str, config: StorageConfig, settings: Settings) -
         raise ValueError(f"dataset {dataset_id} has no registered listing to resume from; curate it again")
     listing = pq.read_table(paths.listing).to_pylist()
     record = registry.update(settings.data_root, dataset_id, status=Status.PROCESSING, failure_reason=None)
-    return record, [BlobInfo(row["name"], row["size"]) for row in listing]
+    return record, [BlobInfo(row["name"], row["size"], row.get("etag")) for row in listing]
 
 
 def shards(blobs: list[BlobInfo], size: int) -> list[list[BlobInfo]]:

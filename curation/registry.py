@@ -63,6 +63,7 @@ class DatasetRecord(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     parent_id: str | None = None  # set on the hidden staging dataset that curates a new version of parent_id
     version: int | None = None  # the last committed version of an incrementally curated dataset
+    flow_run_id: str | None = None  # the Prefect flow run that registered it (lineage of its first version)
 
 
 def save(root: Path, record: DatasetRecord) -> DatasetRecord:

@@ -140,6 +140,28 @@ def drop_staging(root: Path, target_id: str, staging_id: str | None = None) -> l
     return dropped
 
 
+def adopt_curation(root: Path, record: DatasetRecord) -> dict[str, Any] | None:
+    """Make a dataset that curate-dataset made version 1: its registered listing and change tokens become the lineage.
+
+    Returns the manifest entry, or None when there is nothing to adopt (a lineage exists, or the listing was
+    registered before change tokens were kept: then the first incremental run redoes every image once)."""
+    paths = dataset_paths(root, record.id)
+    if paths.lineage.exists() or not paths.listing.exists() or not paths.files.exists():
+        return None
+    listing = pq.read_table(paths.listing)
+    if "etag" not in listing.column_names:
+        return None
+    blobs = [BlobInfo(r["name"], r["size"], r["etag"]) for r in listing.to_pylist()]
+    files = pl.read_parquet(paths.files)
+    now, run = now_utc(), record.flow_run_id or "unknown"
+    rows = lineage_rows(files, blobs, 1, run, now)
+    entry = version_entry(Delta(new=blobs, changed=[]), rows, files, 1, run, now) | {"adopted": True}
+    write_text_atomic(paths.versions, json.dumps([entry], indent=2, default=str))
+    write_table(paths.lineage, rows.to_arrow().cast(LINEAGE_SCHEMA))  # the commit point, last
+    registry.update(root, record.id, version=1)
+    return entry
+
+
 def is_retried(error: str | None, width: int | None) -> bool:
     """A failed image is retried by the next run unless its bytes were read and do not decode."""
     return error is not None and (width is not None or error.startswith("cannot read"))

@@ -97,7 +97,10 @@ def check_service() -> str:
 @task(name="register-dataset", cache_key_fn=_flow_run_cache_key, persist_result=True)
 def register_dataset(name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType) -> DatasetRecord:
     """Register the dataset as Processing (once per flow run: a retried run keeps its dataset)."""
-    record = pipeline.register_dataset(name, config, report, get_settings(), dataset_type)
+    from prefect.runtime import flow_run
+
+    run_id = str(flow_run.id) if flow_run.id else None
+    record = pipeline.register_dataset(name, config, report, get_settings(), dataset_type, flow_run_id=run_id)
     get_run_logger().info("registered dataset %s (%r)", record.id, record.name)
     return record
 

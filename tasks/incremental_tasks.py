@@ -54,7 +54,11 @@ def require_enough_images(report: ValidationReport) -> None:
 @task(name="plan-version", **PRIVATE)
 def plan_version(dataset_id: str, report: ValidationReport) -> VersionPlan:
     """Diff the listing against the dataset's lineage: the blobs added or changed since the last committed version."""
-    paths = dataset_paths(get_settings().data_root, dataset_id)
+    root = get_settings().data_root
+    paths = dataset_paths(root, dataset_id)
+    adopted = versions.adopt_curation(root, registry.load(root, dataset_id))
+    if adopted:
+        get_run_logger().info("dataset %s: its curate-dataset run %s adopted as version 1", dataset_id, adopted["flow_run_id"])
     plan = VersionPlan(versions.current_version(paths) + 1, versions.diff_listing(report.accepted, versions.read_lineage(paths)))
     get_run_logger().info("version %d would add %d new and %d changed blobs", plan.version, len(plan.delta.new), len(plan.delta.changed))
     return plan

@@ -189,3 +189,26 @@ def test_azure_etag_detects_a_blob_overwritten_with_the_same_size(azurite, setti
     assert (second["version"], second["added"], second["changed"], second["images"]) == (2, 1, 1, 32)
     assert cr.curate_new_blobs(config)["version"] is None
     _assert_whole(settings.data_root, dataset_id, 32)
+
+
+def test_a_dataset_from_curate_dataset_is_adopted_as_version_1_not_redone(tmp_path, cr):
+    """Scheduling curate-new-blobs over a container already curated by curate-dataset re-curates nothing."""
+    folder = tmp_path / "images"
+    write_images(folder, 33)
+    config = LocalStorageConfig(path=folder)
+    root = cr.settings.data_root
+    dataset_id = cr.curate_dataset("drives", config, wait=True)
+    paths = dataset_paths(root, dataset_id)
+
+    first = cr.curate_new_blobs(config)
+    assert (first["dataset_id"], first["version"], first["added"], first["changed"]) == (dataset_id, None, 0, 0)
+    lineage = versions.read_lineage(paths)
+    assert lineage.height == 33 and set(lineage["version"]) == {1}
+    (run_id,) = set(lineage["flow_run_id"])
+    assert _flow_run_name(run_id) == "curate-dataset"  # which run added the images: the original curation
+    assert [v["adopted"] for v in versions.read_versions(paths)] == [True]
+
+    write_images(folder, 2, start=33)
+    second = cr.curate_new_blobs(config)
+    assert (second["version"], second["added"], second["changed"], second["images"]) == (2, 2, 0, 35)
+    _assert_whole(root, dataset_id, 35)
