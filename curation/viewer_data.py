@@ -25,7 +25,7 @@ from curation.atomic import write_text_atomic
 from curation import teach
 from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import DatasetRecord
-from curation.sampling import NONE_LABEL, sample_ids
+from curation.sampling import NONE_LABEL, sample_ids, step_size
 from curation.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
 
@@ -79,6 +79,7 @@ def facet_counts(frame: pl.DataFrame, selections: Selections, taxonomy: Taxonomy
     ticking the class adds; classes absent from the data count 0; null tags count under "None".
     """
     out: dict[str, dict[str, int]] = {}
+    frame = frame.select([c for c in taxonomy.categories if c in frame.columns])  # at 1M rows, never filter the rest
     for category, classes in class_options(taxonomy).items():
         rows = apply_filters(frame, selections, skip=category)
         counts = rows.group_by(pl.col(category).fill_null(NONE_LABEL).alias("cls")).len()
@@ -105,6 +106,8 @@ def mark_kept(frame: pl.DataFrame, sampling: pl.DataFrame | None, fraction: floa
     """
     if sampling is None or fraction >= 1.0:
         return frame.with_columns(pl.lit(True).alias("kept"))
+    if "keep_rank" in frame.columns:  # joined once at load: a comparison, not a set lookup of 1M strings
+        return frame.with_columns((pl.col("keep_rank") < step_size(fraction, sampling.height)).fill_null(False).alias("kept"))
     ids = sample_ids(sampling, fraction)
     return frame.with_columns(pl.col("image_id").is_in(ids.implode()).alias("kept"))
 

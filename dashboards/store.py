@@ -20,6 +20,7 @@ from curation.export import results_json
 from curation.paths import dataset_paths
 from curation.registry import DatasetRecord, Status
 from curation.subsets import save_subset
+from curation.taxonomy import CATEGORIES
 from curation.viewer_data import (
     add_labels,
     apply_filters,
@@ -39,6 +40,8 @@ from curation.viewer_data import (
 
 PER_PAGE = 48
 MAX_POINTS = 20_000
+# The filtered frame's columns; details and similar images read the full `images` frame.
+VIEW_COLUMNS = ("image_id", "blob_name", "thumbnail", "kept", *CATEGORIES, "x", "y", "z", "anomaly_score")
 
 # Loaded datasets are shared by every session of the server (frames are immutable), a few at a time.
 _CACHE: OrderedDict[tuple[str, str, tuple[float, ...]], tuple[pl.DataFrame, pl.DataFrame | None]] = OrderedDict()
@@ -56,6 +59,8 @@ def _load(root: Path, dataset_id: str) -> tuple[pl.DataFrame, pl.DataFrame | Non
             return _CACHE[key]
     images = load_images(paths)
     sampling = pl.read_parquet(paths.sampling, columns=["image_id", "keep_rank"]) if paths.sampling.exists() else None
+    if sampling is not None:  # once per load, so a sampling change is a comparison (see mark_kept)
+        images = images.join(sampling, on="image_id", how="left", maintain_order="left")
     with _LOCK:
         _CACHE[key] = (images, sampling)
         while len(_CACHE) > _CACHE_SIZE:
@@ -137,7 +142,11 @@ class DataStore(param.Parameterized):
     @property
     def filtered(self) -> pl.DataFrame:
         """The images matching the filters (kept or not)."""
-        return self._cached("filtered", self._key(), lambda: apply_filters(self.images, self.selections))
+        def compute() -> pl.DataFrame:
+            images = self.images  # only the columns the views list, plot and count: filtering copies them
+            return apply_filters(images.select([c for c in VIEW_COLUMNS if c in images.columns]), self.selections)
+
+        return self._cached("filtered", self._key(), compute)
 
     def counts(self) -> dict[str, int]:
         filtered = self.filtered

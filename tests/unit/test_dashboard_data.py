@@ -79,6 +79,15 @@ def test_mark_kept_follows_keep_rank_prefix(frame: pl.DataFrame) -> None:
     assert mark_kept(frame, None, 0.2)["kept"].all()
 
 
+def test_mark_kept_from_a_joined_keep_rank_matches_the_id_lookup(frame: pl.DataFrame) -> None:
+    sampling = pl.DataFrame({"image_id": ["a", "b", "c", "e"], "keep_rank": [3, 0, 2, 1]})  # d has no rank
+    joined = frame.join(sampling, on="image_id", how="left", maintain_order="left")
+    for fraction in (0.2, 0.4, 0.6, 0.8, 1.0):
+        by_rank = mark_kept(joined, sampling, fraction).drop("keep_rank")
+        assert_frame_equal(by_rank, mark_kept(frame, sampling, fraction))
+    assert mark_kept(joined, sampling, 0.8).filter("kept")["image_id"].to_list() == ["b", "c", "e"]  # round(3.2)
+
+
 def test_pagination_clamps_and_slices() -> None:
     assert page_bounds(100, 1, 48) == (1, 0, 48, 3)
     assert page_bounds(100, 3, 48) == (3, 96, 100, 3)
