@@ -4,6 +4,7 @@ Usage:
     python bench/bench_memory.py                       # quick: N = 1000 and 4000 (about 2 minutes)
     python bench/bench_memory.py --n 10000 100000      # the full run (target: peak at 100k <= 1.5x the peak at 10k)
     python bench/bench_memory.py --n 10000 --keep      # keep the data roots under bench/results/ to inspect them
+    python bench/bench_memory.py --components --n 10000 100000   # only the steps after inference, see below
 
 Each N runs in a fresh child process that curates N tiny synthetic JPEGs (64x48, varied content: a colour grid,
 blocks and noise per seed, so they are not duplicates) from a local folder through the real Prefect flow,
@@ -22,6 +23,13 @@ fixed cost of a few hundred MiB); that RSS is the baseline. Measured:
 
 Prints a table (N, seconds, images/s, baseline, peak, growth, ratio to the smallest N) and the per-phase peaks,
 and writes bench/results/memory-<timestamp>.json. Synthetic images are cached under bench/results/cache/.
+
+--components skips images, Prefect and the service: a fresh child per N writes N synthetic thumbnail-shard rows
+(256 per shard, random quality signals and hashes), then runs, as plain calls, the steps after inference on N
+synthetic results (pages of 1000 JSON-like items with tags and a 216-d embedding as a list of floats, like the
+client yields): curation.results.write_results (with the 3D layout), dataset_analytics.analyse_dataset and
+subsets.sample_dataset, with VmHWM reset before each step (peak per step, baseline included). It measures what the
+dataset costs in those steps when a shared machine cannot run the whole flow at 100k in time.
 """
 
 from __future__ import annotations
@@ -163,6 +171,88 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT-JSON " + json.dumps(out), flush=True)
 
 
+def component_child(args: argparse.Namespace) -> None:
+    """The steps after inference on synthetic data, each with its own peak (see --components in the docstring)."""
+    import numpy as np
+
+    from curation import dataset_analytics, subsets
+    from curation.layout import layout_3d
+    from curation.parquet_io import rows_to_table, shard_schema, write_table
+    from curation.paths import dataset_paths
+    from curation.results import write_results
+    from curation.taxonomy import DEFAULT_TAXONOMY
+    from curation.thumbnails import signal_names
+
+    layout_3d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))  # umap import + numba JIT
+    n, work, dataset_id = args.n, Path(args.work), "0123456789abcdef01234567"
+    paths = dataset_paths(work, dataset_id)
+    rng = np.random.default_rng(0)
+    ids = [f"{i:016x}" for i in range(n)]
+    names = [name for name in signal_names() if name != "phash"]
+    schema = shard_schema(signal_names())
+    for shard, start in enumerate(range(0, n, 256)):
+        rows = [{"image_id": i, "blob_name": f"img_{i}.jpg", "size": 1500, "width": 64, "height": 48, "format": "jpeg",
+                 "thumbnail": f"t/{i}.jpg", "error": None, "content_hash": f"{int(i, 16):064x}",
+                 "phash": int(rng.integers(-(2**62), 2**62)), **{k: float(rng.uniform(0, 1)) for k in names}}
+                for i in ids[start : start + 256]]
+        write_table(paths.thumbnail_shard(shard), rows_to_table(rows, schema))
+    centres = rng.normal(size=(50, 216)).astype(np.float32)
+    labels = {c: list(v) + [None] for c, v in DEFAULT_TAXONOMY.classes.items()}
+
+    def pages():  # what InferenceClient.iter_results yields: JSON-decoded dicts, embeddings as lists of floats
+        for start in range(0, n, 1000):
+            block = centres[rng.integers(0, 50, min(1000, n - start))] + rng.normal(0, 0.5, (min(1000, n - start), 216))
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            yield [{"image_id": ids[start + j], "error": None, "embedding": block[j].tolist(),
+                    "tags": {c: {"label": v[int(rng.integers(0, len(v)))], "confidence": 0.8} for c, v in labels.items()}}
+                   for j in range(len(block))]
+
+    baseline = _status_kb("self", "VmRSS") / 1024
+    steps = {}
+    for name, step in (("results (pages -> Parquet, 3D layout)", lambda: write_results(paths, pages(), DEFAULT_TAXONOMY)),
+                       ("analytics", lambda: dataset_analytics.analyse_dataset(work, dataset_id)),
+                       ("sampling (+ fidelity report)", lambda: subsets.sample_dataset(work, dataset_id))):
+        Path("/proc/self/clear_refs").write_text("5")
+        t0 = time.time()
+        step()
+        steps[name] = {"seconds": time.time() - t0, "peak_rss_mb": _status_kb("self", "VmHWM") / 1024,
+                       "rss_after_mb": _status_kb("self", "VmRSS") / 1024}
+    print("RESULT-JSON " + json.dumps({"n": n, "baseline_mb": baseline, "steps": steps}), flush=True)
+
+
+def run_components(sizes: list[int]) -> None:
+    runs = []
+    for n in sizes:
+        print(f"steps after inference on {n:,} synthetic results in a fresh process ...", flush=True)
+        work = Path(tempfile.mkdtemp(prefix=f"bench-memory-components-{n}-", dir=RESULTS))
+        proc = subprocess.run([sys.executable, __file__, "--component-child", "--n", str(n), "--work", str(work)],
+                              capture_output=True, text=True, cwd=REPO)
+        shutil.rmtree(work, ignore_errors=True)
+        found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT-JSON ")]
+        if proc.returncode or not found:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"component child for N={n} failed (exit {proc.returncode})")
+        runs.append(json.loads(found[0].split(" ", 1)[1]))
+    first = runs[0]
+    print(f"\n== steps after inference, synthetic results, plain calls (peak RSS MiB, baseline included; "
+          f"ratio to N={first['n']:,})")
+    head = ["step"] + [f"{label} N={r['n']:,}" for r in runs for label in ("s", "MiB", "ratio")]
+    rows = [head, ["baseline (imports, umap JIT)"] + [c for r in runs for c in ("", f"{r['baseline_mb']:.0f}", "")]]
+    for step in first["steps"]:
+        cells = [step]
+        for r in runs:
+            v = r["steps"][step]
+            cells += [f"{v['seconds']:.1f}", f"{v['peak_rss_mb']:.0f}",
+                      f"{v['peak_rss_mb'] / first['steps'][step]['peak_rss_mb']:.2f}"]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    out = RESULTS / f"memory-components-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps({"runs": runs}, indent=2))
+    print(f"\nwrote {out.relative_to(REPO)}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The parent: run a child per N, sample its memory, split by phase
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,16 +375,21 @@ def main() -> None:
     ap.add_argument("--poll-interval", type=float, default=2.0, help="CURATION_POLL_INTERVAL_S of the child")
     ap.add_argument("--cache", type=Path, default=RESULTS / "cache", help="where the synthetic images are kept")
     ap.add_argument("--keep", action="store_true", help="keep each child's data root")
+    ap.add_argument("--components", action="store_true", help="only the steps after inference (see the docstring)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--component-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
+    if args.child or args.component_child:
         args.n = args.n[0]
-        child(args)
+        (child if args.child else component_child)(args)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     sizes = sorted(args.n)
+    if args.components:
+        run_components(sizes)
+        return
     tiny_images(sizes[-1], args.cache)
     runs = []
     for n in sizes:
