@@ -46,6 +46,17 @@ class Counts(BaseModel):
     failed: int = 0
 
 
+class DatasetFailed(RuntimeError):
+    """A run ended its dataset Failed: the flow run fails too (Prefect shows it), the SDK returns the dataset id."""
+
+    def __init__(self, dataset_id: str, reason: str | None) -> None:
+        super().__init__(dataset_id, reason)  # both in args: the exception pickles (Prefect states, Dask)
+        self.dataset_id, self.reason = dataset_id, reason
+
+    def __str__(self) -> str:
+        return f"dataset {self.dataset_id} Failed: {self.reason or 'no reason recorded'}"
+
+
 class DatasetRecord(BaseModel):
     """The registry entry. `storage` is a descriptor without secrets."""
 

@@ -14,7 +14,7 @@ from curation.atomic import write_text_atomic
 from curation.export import results_json
 from curation.pipeline import check_job
 from curation.publish import Published
-from curation.registry import DatasetRecord, DatasetType, Status
+from curation.registry import DatasetFailed, DatasetRecord, DatasetType, Status
 from curation.settings import Settings, get_settings, use_settings
 from curation.shard_jobs import Progress
 from curation.storage import AzureStorageConfig, LocalStorageConfig
@@ -83,7 +83,10 @@ class Curation:
 
         flow = curate_dataset.with_options(task_runner=task_runner_for(self.settings))
         with use_settings(self.settings), prefect_api_for(self.settings):
-            return flow(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
+            try:
+                return flow(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
+            except DatasetFailed as failed:  # the flow run is Failed; the dataset's record says why
+                return failed.dataset_id
 
     def tracing_curation_task(self, dataset_id: str, tracing: bool = True) -> str:
         """Track a dataset's job; with tracing, poll every `poll_interval_s` until Completed or Failed.
@@ -97,7 +100,10 @@ class Curation:
         from flows.track_curation import track_curation
 
         with use_settings(self.settings):
-            return track_curation(dataset_id, tracing=tracing)
+            try:
+                return track_curation(dataset_id, tracing=tracing)
+            except DatasetFailed:
+                return Status.FAILED.value
 
     def curate_new_blobs(
         self, storage_config: LocalStorageConfig | AzureStorageConfig, name: str | None = None

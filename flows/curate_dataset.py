@@ -9,7 +9,7 @@ from prefect.futures import wait
 from pydantic import Field
 
 from curation.pipeline import shards
-from curation.registry import DatasetRecord, DatasetType
+from curation.registry import DatasetFailed, DatasetRecord, DatasetType
 from curation.settings import get_settings
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from flows.runners import task_runner_for
@@ -85,6 +85,8 @@ def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[
             raise RuntimeError(f"{len(errors)} thumbnail shard(s) failed: {errors[0]}")
         if wait_for_completion:
             track_curation(record.id, tracing=True, storage=storage)
+    except DatasetFailed:
+        raise  # already marked Failed and reported by the tracking
     except BaseException as exc:
         mark_failed(record.id, f"{type(exc).__name__}: {exc}")
         publish_report(record.id, None)

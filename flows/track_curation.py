@@ -13,7 +13,7 @@ from curation import registry
 from curation.client import NoReplicaAvailable, ServiceError
 from curation.pipeline import lost_shard, storage_of
 from curation.publish import PublishError
-from curation.registry import Status
+from curation.registry import DatasetFailed, Status
 from curation.settings import Settings, get_settings
 from curation.shard_jobs import ShardLost
 from curation.storage import AzureStorageConfig, LocalStorageConfig
@@ -47,6 +47,8 @@ def track_curation(
 ) -> str:
     """Poll the dataset's shard jobs until they end, write results, analytics and sampling order; returns the status.
 
+    A run that ends the dataset Failed raises DatasetFailed after publishing its report, so the flow run is Failed.
+
     Args:
         dataset_id: The dataset id that curate-dataset returned.
         tracing: Poll until the end (true) or make one status request (false).
@@ -62,6 +64,8 @@ def track_curation(
         return Status.PROCESSING.value
     seconds = (datetime.now(UTC) - record.created).total_seconds()
     publish_report(dataset_id, seconds)
+    if status == Status.FAILED.value:  # the flow run fails with the dataset, as Prefect users expect
+        raise DatasetFailed(dataset_id, registry.load(settings.data_root, dataset_id).failure_reason)
     return status
 
 

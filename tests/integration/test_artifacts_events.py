@@ -75,3 +75,36 @@ def test_completed_run_publishes_artifact_and_event(tmp_path, settings):
     assert event["payload"]["dataset_id"] == dataset_id
     assert event["payload"]["counts"]["accepted"] == 33 and event["payload"]["counts"]["failed"] == 1
     assert event["payload"]["class_counts"]["time"]["None"] == dict(expected["time"]).get("None", 0)
+
+
+def test_failed_dataset_fails_the_flow_run_and_emits_the_failed_event(tmp_path, settings):
+    """A dataset whose every image fails: the SDK returns its id, the Prefect flow run is Failed with the reason,
+    and curation.dataset.failed carries it for downstream flows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(31):
+        (images / f"broken_{i:02d}.jpg").write_bytes(b"\xff\xd8 not really a jpeg %d" % i)
+    cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
+    dataset_id = cr.curate_dataset("all broken", LocalStorageConfig(path=images), wait=True)
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Failed" and "all 31 images failed" in record.failure_reason
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=20)
+
+    recent = asyncio.run(runs())
+    states = {r.state_type.value for r in recent if r.parameters.get("name") == "all broken"}
+    assert states == {"FAILED"}, states  # curate-dataset's run is Failed, not Completed
+    tracked = [r for r in recent if r.parameters.get("dataset_id") == dataset_id]
+    assert tracked and {r.state_type.value for r in tracked} == {"FAILED"}
+    assert f"dataset {dataset_id} Failed: all 31 images failed" in tracked[0].state.message
+
+    [event] = read_events("curation.dataset.failed", dataset_id)
+    assert event["payload"]["dataset_id"] == dataset_id and "all 31 images failed" in event["payload"]["failure_reason"]
+    assert not read_events("curation.dataset.completed", dataset_id)
+    [artifact] = read_artifact(f"curation-{dataset_id}")
+    assert "Failed" in artifact.data
