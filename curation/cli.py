@@ -51,6 +51,8 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         console.print(f"reason: {record.failure_reason}", highlight=False)
     c = record.counts
     console.print(f"{c.found} found, {c.accepted} accepted, {c.processed} processed, {c.failed} failed", highlight=False)
+    if record.status.value == "Failed":
+        raise typer.Exit(1)  # scripts and schedulers see the failure
     if record.status.value != "Completed":
         return
     from curation.export import load_results

@@ -101,6 +101,16 @@ def test_curate_too_few_images_is_a_clear_error(cli, tmp_path):
     assert last_line(result).startswith("error: not enough images")
 
 
+def test_curate_of_a_dataset_that_fails_exits_1_with_the_reason(cli, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(31):
+        (broken / f"b{i:02d}.jpg").write_bytes(b"\xff\xd8 junk %d" % i)
+    result = cli.invoke(["curate", "--name", "broken", "--local", str(broken)])
+    assert result.exit_code == 1, result.output
+    assert "reason: all 31 images failed; first error: not a recognised image format" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
