@@ -167,7 +167,7 @@ def storage_of(record: DatasetRecord) -> StorageConfig:
     d = record.storage
     if d.get("kind") == "local":
         return LocalStorageConfig(path=d["path"], prefix=d.get("prefix"))
-    keys = ("container_name", "account_name", "account_url", "prefix")
+    keys = ("container_name", "account_name", "account_url", "prefix", "credentials_block", "secret_block")
     return AzureStorageConfig(**{k: d.get(k) for k in keys})
 
 

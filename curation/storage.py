@@ -219,6 +219,9 @@ class AzureBlobStorage:
             "container_name": self.config.container_name,
             "account_url": self.config.account_url,
             "prefix": self.config.prefix,
+            # Block NAMES (never their values): a later run (track, resume) loads the same credentials.
+            "credentials_block": self.config.credentials_block,
+            "secret_block": self.config.secret_block,
         }
 
 

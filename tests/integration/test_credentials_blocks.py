@@ -54,6 +54,14 @@ def test_curate_from_azurite_with_credentials_only_in_blocks(azurite, settings, 
     record = cr.get_dataset(dataset_id)
     assert record.status.value == "Completed" and record.counts.processed == 31, record
     assert record.storage["account_name"] == azurite.account_name  # taken from the block
+    # A later run (track re-signing a lost shard, resume) rebuilds the storage from the record: same block, by name.
+    from curation.pipeline import storage_of
+    from curation.storage import open_storage
+    from tasks.curation_tasks import resolve_credentials
+
+    rebuilt = resolve_credentials(storage_of(record))
+    assert rebuilt.credentials_block == f"azurite-{suffix}"
+    assert len(list(open_storage(rebuilt, block_settings).list_blobs())) == 31
 
     needles = [azurite.account_key, SERVICE_KEY]
     runs = flow_runs_parameters("curate-dataset") + flow_runs_parameters("track-curation")
