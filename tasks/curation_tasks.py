@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -17,6 +18,18 @@ from curation.results import WrittenCounts
 from curation.shard_jobs import Progress, SubmittedShard, content_hash
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
 from curation.validation import ValidationReport
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-task warning that a timeout cannot interrupt a task in a pool thread (once per shard, on
+    every run): our network calls carry their own request timeouts and budget, the task timeout is the outer guard,
+    and the README says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread. Timeouts in worker threads" not in record.getMessage()
+
+
+logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
 # Inputs can carry credentials: tasks without a cache key of their own neither cache nor persist anything.

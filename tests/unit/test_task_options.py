@@ -80,3 +80,19 @@ def test_shard_cache_key_holds_ids_only_and_is_dropped_when_the_output_is_gone(t
     job.parent.mkdir(parents=True)
     job.write_text("{}")
     assert t._shard_cache_key(_context("submit-shard", {key}), params) == key
+
+
+def test_prefects_per_shard_thread_timeout_warning_is_filtered_and_nothing_else():
+    import logging
+
+    import tasks.curation_tasks  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("prefect.task_runs")
+
+    def kept(message: str) -> bool:
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+        return all(f.filter(record) for f in logger.filters)
+
+    assert not kept("Timeout of 600 seconds configured for this task, but the task is running in a worker thread. "
+                    "Timeouts in worker threads cannot interrupt blocking operations")
+    assert kept("Task run failed with exception: TimeoutError")
