@@ -182,6 +182,13 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
     # No secret in the deployment's or the runs' parameters, job variables, or the worker's and server's logs.
     runs = httpx.post(f"{api}/flow_runs/filter", json={}).json()
     deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
+    by_name = {d["name"]: d for d in deployments}
+    assert set(by_name) >= {"curate-dataset", "track-curation", "sample-dataset", "curate-new-blobs", "summarise-dataset"}
+    for d in deployments:  # the UI form explains every parameter
+        for parameter, schema in d["parameter_openapi_schema"]["properties"].items():
+            assert schema.get("description"), (d["name"], parameter)
+    [hourly] = by_name["curate-new-blobs"]["schedules"]
+    assert hourly["schedule"]["cron"] == "0 * * * *" and hourly["active"] is False  # scheduled, off by default
     fields = ("parameters", "job_variables", "parameter_openapi_schema")
     places = {
         "deployments": json.dumps([[d[k] for k in fields] for d in deployments]),

@@ -21,7 +21,7 @@ def test_deployments_match_their_flows():
         assert deployment["work_pool"]["name"] == "curation-process"
         assert flow.description, "Prefect's UI shows the flow docstring"
         names.add(flow.name)
-    assert names >= {"curate-dataset", "track-curation", "sample-dataset", "summarise-dataset"}
+    assert names >= {"curate-dataset", "track-curation", "sample-dataset", "curate-new-blobs", "summarise-dataset"}
 
 
 def test_summarise_dataset_is_triggered_by_a_completed_curation_with_its_dataset_id():
