@@ -147,6 +147,9 @@ def main() -> None:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"analytics bench at n={n} failed (exit {proc.returncode})")
         results.append(json.loads(line[5:]))
+        r = results[-1]
+        print(f"  analyse {r['analyse_s']} s (kNN {r['knn_s']} s), layout {r.get('layout_s', '-')} s, "
+              f"peak RSS {r['peak_rss_mb']:,} MiB", flush=True)
     head = ["n", "analyse s", "kNN s", "quality s", "layout s", "total s", "peak RSS MiB", "dup groups", "load"]
     rows = [head] + [
         [f"{r['n']:,}", f"{r['analyse_s']}", f"{r['knn_s']} ({r['knn_backend']})", f"{r['quality_s']}",
