@@ -112,7 +112,7 @@ class InferenceClient:
                 detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else ""
                 error = JobNotFound if response.status_code == 404 else ServiceError
                 raise error(f"inference service answered {response.status_code}: {detail}")
-            return response.json()
+            return response.json() if response.content else None
 
         return attempt()
 
@@ -134,6 +134,13 @@ class InferenceClient:
             offset = body["next_offset"]
             if not body["items"] and offset is not None:
                 raise ServiceError(f"job {job_id} has no results past {offset}; it is not finished")
+
+    def release_job(self, job_id: str) -> None:
+        """Let the service forget a finished job whose results are stored; an unknown job is already forgotten."""
+        try:
+            self._request("DELETE", f"/v1/jobs/{job_id}")
+        except JobNotFound:
+            pass
 
     def usage(self) -> dict[str, Any]:
         return self._request("GET", "/v1/usage")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from curation.client import (
     JobNotFound,
     NoReplicaAvailable,
     Replica,
+    ServiceError,
     TransientServiceError,
     connect,
     replicas,
@@ -32,6 +34,7 @@ from curation.thumbnails import signal_names, thumbnail_rows
 from curation.validation import ValidationReport, require_enough, validate_listing
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
+logger = logging.getLogger(__name__)
 
 
 def list_and_validate(config: StorageConfig, settings: Settings) -> ValidationReport:
@@ -273,6 +276,7 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
                     raise ShardLost(f"shard {job.shard}'s results are unreadable on {job.replica}: {exc}") from None
 
         written = write_results(paths, pages(), DEFAULT_TAXONOMY)
+        _release_jobs(clients, configured, jobs)
     counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
     registry.update(
         settings.data_root,
@@ -282,6 +286,18 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
         embedding_model=info.get("embedding_model") or record.embedding_model,
     )
     return written
+
+
+def _release_jobs(clients: _Clients, configured: dict[str, Replica], jobs: list[ShardJob]) -> None:
+    """The results are stored: let each replica forget its jobs (best effort; it forgets them later anyway)."""
+    for job in jobs:
+        replica = configured.get(job.replica)
+        if replica is None:
+            continue
+        try:
+            clients.get(replica).release_job(job.job_id)
+        except ServiceError as exc:
+            logger.warning("replica %s kept job %s: %s", job.replica, job.job_id, exc)
 
 
 def complete_dataset(dataset_id: str, settings: Settings) -> DatasetRecord:

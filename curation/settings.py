@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     allow_file_urls: bool = False  # only the embedded service reads file:// URLs
     allow_private_hosts: bool = False  # loopback/private hosts only when explicitly allowed
     usage_path: Path | None = None  # where the service keeps its usage ledger; None = in memory
+    service_job_retention_s: float = 24 * 3600  # finished jobs nobody released are forgotten after this
     service_state_dir: Path | None = None  # the service's job journal, so a restart finishes jobs; None = memory
 
     @property

@@ -113,6 +113,15 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
             "items": [r.as_json() for r in page],
         }
 
+    @app.delete("/v1/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+    def release_job(job_id: str, owner: Caller) -> None:
+        """Forget a finished job once its results are stored; a running job is refused (409)."""
+        released = runner.release(owner, job_id)
+        if released is None:
+            raise HTTPException(status_code=404, detail=f"no job {job_id}")
+        if not released:
+            raise HTTPException(status_code=409, detail=f"job {job_id} is still running")
+
     @app.get("/v1/usage")
     def read_usage(owner: Caller) -> dict[str, object]:
         return {"key_id": owner, "rows": usage.rows(owner)}

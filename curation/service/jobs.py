@@ -167,6 +167,7 @@ class JobRunner:
     def submit(self, owner: str, items: list[JobItem], idempotency_key: str | None) -> Job:
         """Create a job, or return the one this owner already made with the same idempotency key."""
         with self._lock:
+            self._sweep()
             if idempotency_key:
                 for job in self.jobs.values():
                     if job.owner == owner and job.idempotency_key == idempotency_key:
@@ -187,6 +188,27 @@ class JobRunner:
     def get(self, owner: str, job_id: str) -> Job | None:
         job = self.jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
+
+    def release(self, owner: str, job_id: str) -> bool | None:
+        """Forget a finished job and its results (the client wrote them): True; False while it still runs; None if
+        unknown. A long-lived service would otherwise keep every result it ever made."""
+        with self._lock:
+            job = self.get(owner, job_id)
+            if job is None:
+                return None
+            if job.status == "Processing":
+                return False
+            del self.jobs[job_id]
+        self.journal.forget(job_id)
+        return True
+
+    def _sweep(self) -> None:
+        """Forget finished jobs nobody released within the retention time (a client that died, say)."""
+        cutoff = datetime.now(UTC).timestamp() - self.settings.service_job_retention_s
+        stale = [j.id for j in list(self.jobs.values()) if j.status != "Processing" and j.updated.timestamp() < cutoff]
+        for job_id in stale:
+            self.jobs.pop(job_id, None)
+            self.journal.forget(job_id)
 
     def _fetch(self, item: JobItem) -> bytes | str:
         """The image's bytes, or why they could not be fetched."""

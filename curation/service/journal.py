@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from dataclasses import asdict
 from datetime import datetime
@@ -57,6 +58,11 @@ class JobJournal:
             out.write("".join(_result_json(r) + "\n" for r in results))
             out.flush()
             os.fsync(out.fileno())
+
+    def forget(self, job_id: str) -> None:
+        """Remove a released job's journal (it holds signed URLs until they expire)."""
+        if self.folder:
+            shutil.rmtree(self.folder / job_id, ignore_errors=True)
 
     def load(self) -> list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]]:
         """Every journalled job: (meta, items, results); results keep the first copy of each image id."""

@@ -46,6 +46,17 @@ def test_completed_run_publishes_artifact_and_event(tmp_path, settings):
     cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
     dataset_id = cr.curate_dataset("with report", LocalStorageConfig(path=tmp_path / "images"), wait=True)
 
+    # The results are stored, so the service was told to forget the shard jobs (it keeps nothing it need not).
+    from curation import shard_jobs
+    from curation.client import JobNotFound, connect
+
+    jobs = shard_jobs.read_jobs(dataset_paths(settings.data_root, dataset_id))
+    with connect(cr.settings) as client:
+        for job in jobs:
+            with pytest.raises(JobNotFound):
+                client.job_status(job.job_id)
+    assert jobs
+
     metadata = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).metadata)
     expected = {c: metadata[c].fill_null("None").value_counts().rows() for c in ("time", "weather", "road", "location")}
 

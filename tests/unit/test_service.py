@@ -86,3 +86,29 @@ def test_remote_service_refuses_file_and_private_urls(url, reason):
     wait_done(client, job_id)
     [item] = client.get(f"/v1/jobs/{job_id}/results").json()["items"]
     assert reason in item["error"]
+
+
+def test_a_released_job_is_forgotten_with_its_journal_and_a_running_one_is_refused(tmp_path):
+    names = write_images(tmp_path / "images", 40)
+    state = tmp_path / "state"
+    client = make_client(allow_file_urls=True, service_state_dir=state)
+    items = [{"image_id": n, "url": (tmp_path / "images" / n).as_uri(), "size": 1} for n in names]
+    job_id = client.post("/v1/jobs", json={"items": items}).json()["job_id"]
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 409  # still running: its results are not read yet
+    wait_done(client, job_id)
+    assert (state / job_id / "job.json").exists()
+    assert client.delete(f"/v1/jobs/{job_id}", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert not (state / job_id).exists()  # the journal (signed URLs) goes too
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_finished_jobs_nobody_released_are_forgotten_after_the_retention_time(tmp_path):
+    names = write_images(tmp_path, 3)
+    client = make_client(allow_file_urls=True, service_job_retention_s=0.0)
+    items = [{"image_id": n, "url": (tmp_path / n).as_uri(), "size": 1} for n in names]
+    old = client.post("/v1/jobs", json={"items": items}).json()["job_id"]
+    wait_done(client, old)
+    new = client.post("/v1/jobs", json={"items": items}).json()["job_id"]  # a submission sweeps
+    assert client.get(f"/v1/jobs/{old}").status_code == 404 and client.get(f"/v1/jobs/{new}").status_code == 200
