@@ -22,6 +22,7 @@ from curation.client import (
     replicas,
 )
 from curation.ids import image_id_for
+from curation.memory import release_free_memory
 from curation.parquet_io import rows_to_table, shard_schema, write_table
 from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import Counts, DatasetRecord, DatasetType, Status
@@ -260,6 +261,7 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
     configured = {r.name: r for r in replicas(settings)}
     info: dict[str, Any] = {}
+    release_free_memory()  # what thumbnails and inference freed, before the whole-dataset steps
     with _Clients(settings) as clients:
 
         def pages() -> Iterator[list[dict[str, Any]]]:

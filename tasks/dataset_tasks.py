@@ -7,6 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from curation import dataset_analytics, registry, subsets
+from curation.memory import release_free_memory
 from curation.run_report import dataset_summary, report_markdown, run_report, summary_markdown
 from curation.settings import get_settings
 
@@ -14,6 +15,7 @@ from curation.settings import get_settings
 @task(name="compute-sampling", persist_result=False)
 def compute_sampling(dataset_id: str, seed: int, strategy: str) -> dict[str, Any]:
     """Compute the nested sampling order and its fidelity report."""
+    release_free_memory()  # the previous step's freed pages, so this step's peak does not stack on them
     report = subsets.sample_dataset(get_settings().data_root, dataset_id, seed=seed, strategy=strategy)
     get_run_logger().info("sampling order for %d images (%s, seed %d)", report["images"], strategy, seed)
     return report
@@ -22,6 +24,7 @@ def compute_sampling(dataset_id: str, seed: int, strategy: str) -> dict[str, Any
 @task(name="analyse-dataset", persist_result=False)
 def analyse_dataset(dataset_id: str) -> dict[str, Any]:
     """Anomalies, similar images, duplicate groups and quality flags for the whole dataset."""
+    release_free_memory()
     summary = dataset_analytics.analyse_dataset(get_settings().data_root, dataset_id)
     get_run_logger().info(
         "analytics: %d images, %d duplicate groups, flags %s",
@@ -36,6 +39,7 @@ def publish_report(dataset_id: str, seconds: float | None) -> dict[str, Any]:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
 
+    release_free_memory()
     report = run_report(get_settings().data_root, dataset_id, seconds)
     if registry.load(get_settings().data_root, dataset_id).parent_id:
         return report  # a curate-new-blobs staging dataset: its parent publishes once the version is merged
