@@ -6,7 +6,7 @@ reproducible). To keep 100k images within minutes on two cores:
 
 1. embeddings are L2-normalised and reduced to PCA_DIM (50) dimensions with a seeded randomized PCA fitted on at
    most UMAP_FIT_MAX rows (neighbourhoods survive this; it makes UMAP's neighbour search ~10x cheaper);
-2. UMAP is fitted on a seeded random subsample of at most UMAP_FIT_MAX (20,000) rows;
+2. UMAP is fitted (UMAP_EPOCHS, 200) on a seeded random subsample of at most UMAP_FIT_MAX (20,000) rows;
 3. the remaining rows are placed with `UMAP.transform` (their neighbours among the fitted rows, then a short
    optimisation with the fitted rows held fixed), in the same coordinate frame.
 
@@ -25,6 +25,9 @@ UMAP_FIT_MAX = 20_000  # UMAP is fitted on at most this many rows; the rest are 
 PCA_DIM = 50  # embeddings are reduced to this many dimensions before UMAP
 UMAP_NEIGHBORS = 15
 UMAP_MIN_DIST = 0.1
+# UMAP's own default is 500 epochs up to 10,000 rows and 200 above; 200 at every size keeps a 10k-image layout at
+# ~5 s instead of ~11 s on one core, and a 3D scatter for browsing needs no finer convergence.
+UMAP_EPOCHS = 200
 TRANSFORM_CHUNK = 100_000  # rows projected by PCA at a time
 
 
@@ -63,6 +66,7 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
         n_components=3,
         n_neighbors=UMAP_NEIGHBORS,
         min_dist=UMAP_MIN_DIST,
+        n_epochs=UMAP_EPOCHS,
         metric="euclidean",
         random_state=seed,
         transform_seed=seed,
