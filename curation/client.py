@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pyarrow as pa
 from pydantic import SecretStr
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from curation import result_pages
 from curation.settings import Settings
 
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
@@ -68,6 +70,19 @@ def _wait(state: RetryCallState) -> float:
     return backoff
 
 
+def _result_page(response: httpx.Response) -> tuple[pa.Table, int | None]:
+    """A results page and the next offset (None at the end), from an Arrow stream or, from an older service, JSON."""
+    if response.headers.get("content-type", "").startswith(result_pages.ARROW_STREAM):
+        try:
+            table = result_pages.from_ipc(response.content)
+        except (pa.ArrowInvalid, OSError):  # a body cut short or garbled on the way: ask again
+            raise TransientServiceError("inference service sent an unreadable results page") from None
+        next_offset = response.headers.get("x-next-offset")
+        return table, None if next_offset is None else int(next_offset)
+    body = response.json()
+    return result_pages.from_items(body["items"]), body["next_offset"]
+
+
 class InferenceClient:
     """Talks to the inference service. Transient failures are retried with backoff for a bounded time."""
 
@@ -90,7 +105,11 @@ class InferenceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(
+        self, method: str, path: str, parse: Callable[[httpx.Response], Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """One call under the retry policy; `parse` reads a 2xx response (default: its JSON, or None when empty)."""
+
         @retry(
             retry=retry_if_exception(lambda e: isinstance(e, TransientServiceError)),
             wait=_wait,
@@ -112,6 +131,8 @@ class InferenceClient:
                 detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else ""
                 error = JobNotFound if response.status_code == 404 else ServiceError
                 raise error(f"inference service answered {response.status_code}: {detail}")
+            if parse is not None:
+                return parse(response)
             return response.json() if response.content else None
 
         return attempt()
@@ -133,6 +154,24 @@ class InferenceClient:
             yield body["items"]
             offset = body["next_offset"]
             if not body["items"] and offset is not None:
+                raise ServiceError(f"job {job_id} has no results past {offset}; it is not finished")
+
+    def iter_result_tables(self, job_id: str, page_size: int = 1000) -> Iterator[pa.Table]:
+        """Results in pages as Arrow tables (curation.result_pages), so neither side touches an embedding's floats.
+
+        The same paging, retries and errors as `iter_results`; a service that answers JSON anyway is read too.
+        """
+        offset: int | None = 0
+        while offset is not None:
+            table, offset = self._request(
+                "GET",
+                f"/v1/jobs/{job_id}/results",
+                parse=_result_page,
+                params={"offset": offset, "limit": page_size},
+                headers={"Accept": f"{result_pages.ARROW_STREAM}, application/json;q=0.5"},
+            )
+            yield table
+            if not table.num_rows and offset is not None:
                 raise ServiceError(f"job {job_id} has no results past {offset}; it is not finished")
 
     def release_job(self, job_id: str) -> None:

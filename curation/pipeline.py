@@ -264,7 +264,7 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
     release_free_memory()  # what thumbnails and inference freed, before the whole-dataset steps
     with _Clients(settings) as clients:
 
-        def pages() -> Iterator[list[dict[str, Any]]]:
+        def pages() -> Iterator[pa.Table]:  # Arrow pages: no embedding becomes Python floats
             for job in jobs:
                 replica = configured.get(job.replica)
                 try:
@@ -272,7 +272,7 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
                         raise ShardLost(f"replica {job.replica} is no longer configured")
                     client = clients.get(replica)
                     info.update(info or client.model_info())
-                    yield from client.iter_results(job.job_id, settings.results_page_size)
+                    yield from client.iter_result_tables(job.job_id, settings.results_page_size)
                 except (TransientServiceError, JobNotFound, ShardLost) as exc:
                     shard_jobs.lose(paths, job, f"results unreadable on {job.replica}: {exc}")
                     raise ShardLost(f"shard {job.shard}'s results are unreadable on {job.replica}: {exc}") from None

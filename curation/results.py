@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation import result_pages
 from curation.layout import layout_3d
 from curation.parquet_io import FILES_SCHEMA, embeddings_schema, metadata_schema, streaming_writer, write_table
 from curation.paths import DatasetPaths
@@ -20,15 +22,6 @@ from curation.taxonomy import Taxonomy
 class WrittenCounts:
     images: int
     failed: int
-
-
-def _metadata_row(image_id: str, tags: dict[str, Any] | None, taxonomy: Taxonomy) -> dict[str, Any]:
-    row: dict[str, Any] = {"image_id": image_id}
-    for category in taxonomy.categories:
-        tag = (tags or {}).get(category) or {}
-        row[category] = tag.get("label")
-        row[f"{category}_confidence"] = tag.get("confidence")
-    return row
 
 
 def read_thumbnail_shards(paths: DatasetPaths) -> pa.Table:
@@ -49,8 +42,7 @@ class _Embeddings:
     def __init__(self, capacity: int) -> None:
         self.capacity, self.ids, self.matrix = capacity, [], None
 
-    def add(self, image_ids: list[str], vectors: list[list[float]]) -> None:
-        block = np.asarray(vectors, dtype=np.float32)
+    def add(self, image_ids: list[str], block: np.ndarray) -> None:
         if self.matrix is None:
             self.matrix = np.empty((self.capacity, block.shape[1]), dtype=np.float32)
         self.matrix[len(self.ids) : len(self.ids) + len(block)] = block
@@ -60,14 +52,48 @@ class _Embeddings:
         return np.zeros((0, 0), dtype=np.float32) if self.matrix is None else self.matrix[: len(self.ids)]
 
 
+Page = pa.Table | pa.RecordBatch | list[dict[str, Any]]
+
+
+def _as_table(page: Page) -> pa.Table:
+    """An Arrow result page (curation.result_pages) as a table; JSON items are converted."""
+    if isinstance(page, pa.RecordBatch):
+        return pa.Table.from_batches([page])
+    return page if isinstance(page, pa.Table) else result_pages.from_items(page)
+
+
+def _metadata_columns(page: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The metadata columns of accepted rows: a failed image's tags are null; a category the page lacks is null."""
+    failed = pc.is_valid(page["error"])
+    columns = [page["image_id"]]
+    for field in list(schema)[1:]:
+        column = page[field.name] if field.name in page.column_names else pa.nulls(page.num_rows, field.type)
+        columns.append(pc.if_else(failed, pa.scalar(None, field.type), column.cast(field.type)))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _vectors(page: pa.Table) -> tuple[list[str], np.ndarray | None]:
+    """Ids and float32 matrix of the rows that have an embedding and no error, straight from the Arrow buffers."""
+    if "embedding" not in page.column_names:
+        return [], None
+    rows = page.filter(pc.and_(pc.is_valid(page["embedding"]), pc.is_null(page["error"])))
+    if not rows.num_rows:
+        return [], None
+    column = rows["embedding"].combine_chunks()
+    dim = column.type.list_size
+    return rows["image_id"].to_pylist(), column.flatten().to_numpy().reshape(-1, dim)
+
+
 def write_results(
-    paths: DatasetPaths, pages: Iterable[list[dict[str, Any]]], taxonomy: Taxonomy, row_group_size: int = ROW_GROUP_ROWS
+    paths: DatasetPaths, pages: Iterable[Page], taxonomy: Taxonomy, row_group_size: int = ROW_GROUP_ROWS
 ) -> WrittenCounts:
     """Write files, metadata and embeddings Parquet from result pages; every accepted image gets a row.
 
-    An image's error is the thumbnail (decode) error or the service's error; such an image has None tags
-    and no embedding row, and never fails the dataset. Pages are consumed one at a time and metadata and files are
-    written in row groups of `row_group_size`, so memory holds one page, one row group, the embeddings as one
+    Pages are Arrow tables in curation.result_pages' schema (`InferenceClient.iter_result_tables`), or JSON items
+    (`iter_results`). An image's error is the thumbnail (decode) error or the service's error; such an image has
+    None tags and no embedding row, and never fails the dataset. A repeated result (a retried page) is written
+    once and an id the dataset does not hold not at all. Pages are consumed one at a time and metadata and files
+    are written in row groups of `row_group_size`, so memory holds one page, one row group, the embeddings as one
     float32 matrix and the image ids, whatever the dataset's size.
     """
     shards = sorted(paths.work.glob("thumbnails-*.parquet"))
@@ -76,27 +102,29 @@ def write_results(
     seen: set[str] = set()
     errors: dict[str, str] = {}
     embeddings = _Embeddings(len(known))
-    with streaming_writer(paths.metadata, metadata_schema(taxonomy.categories), row_group_size) as metadata:
+    schema = metadata_schema(taxonomy.categories)
+    with streaming_writer(paths.metadata, schema, row_group_size) as metadata:
         for page in pages:
-            rows, page_ids, vectors = [], [], []
-            for item in page:
-                image_id = item["image_id"]
-                if image_id in seen or image_id not in known:
-                    continue  # a repeated result (a retried page) is written once; an unknown id not at all
-                seen.add(image_id)
-                if item.get("error"):
-                    errors[image_id] = item["error"]
-                rows.append(_metadata_row(image_id, None if item.get("error") else item.get("tags"), taxonomy))
-                if item.get("embedding") is not None and not item.get("error"):
-                    page_ids.append(image_id)
-                    vectors.append(item["embedding"])
-            metadata.write_rows(rows)
-            if vectors:
-                embeddings.add(page_ids, vectors)
-        metadata.write_rows([_metadata_row(i, None, taxonomy) for i in order if i not in seen])
+            table = _as_table(page)
+            keep = []
+            for row, image_id in enumerate(table["image_id"].to_pylist()):
+                if image_id in known and image_id not in seen:  # a repeated result is written once, unknown never
+                    seen.add(image_id)
+                    keep.append(row)
+            table = table.take(keep) if len(keep) < table.num_rows else table
+            del page
+            failed = table.filter(pc.is_valid(table["error"]))
+            errors.update(zip(failed["image_id"].to_pylist(), failed["error"].to_pylist(), strict=True))
+            metadata.write(_metadata_columns(table, schema))
+            ids, block = _vectors(table)
+            if block is not None:
+                embeddings.add(ids, block)
+        missing = pa.array([i for i in order if i not in seen], pa.string())
+        unanswered = pa.table({"image_id": missing, "error": pa.nulls(len(missing), pa.string())})
+        metadata.write(_metadata_columns(unanswered, schema))
     del order, known
     write_embeddings(paths, embeddings.ids, embeddings.collected())
-    images = failed = 0
+    images = failed_count = 0
     with streaming_writer(paths.files, FILES_SCHEMA, row_group_size) as files:
         for shard in shards:
             table = pq.read_table(shard, columns=FILES_SCHEMA.names).cast(FILES_SCHEMA)
@@ -105,10 +133,10 @@ def write_results(
                 for i, error in zip(table["image_id"].to_pylist(), table["error"].to_pylist())
             ]
             images += table.num_rows
-            failed += sum(e is not None for e in merged)
+            failed_count += sum(e is not None for e in merged)
             column = FILES_SCHEMA.get_field_index("error")
             files.write(table.set_column(column, FILES_SCHEMA.field("error"), pa.array(merged, pa.string())))
-    return WrittenCounts(images=images, failed=failed)
+    return WrittenCounts(images=images, failed=failed_count)
 
 
 def write_embeddings(paths: DatasetPaths, ids: list[str], matrix: np.ndarray) -> None:

@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from curation import result_pages
 from curation.models.base import ModelBackend
 from curation.service.jobs import JobItem, JobRunner
 from curation.service.usage import UsageLedger, key_id
 from curation.settings import Settings
+from curation.taxonomy import DEFAULT_TAXONOMY
 
 MAX_PAGE = 5000
 
@@ -58,6 +60,19 @@ def caller(request: Request, authorization: Annotated[str | None, Header()] = No
 Caller = Annotated[str, Depends(caller)]
 
 
+def wants_arrow(accept: str | None) -> bool:
+    """Whether an Accept header names the Arrow stream type (with a non-zero q); anything else gets JSON."""
+    for part in (accept or "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media.lower() == result_pages.ARROW_STREAM:
+            q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | None = None) -> FastAPI:
     """Build the service. Fails fast when no API key is configured."""
     keys = [k.encode() for k in _accepted_keys(settings, api_keys or [])]
@@ -93,23 +108,39 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         return job.status_json()
 
-    @app.get("/v1/jobs/{job_id}/results")
+    categories = getattr(backend, "taxonomy", DEFAULT_TAXONOMY).categories
+    dim = int(getattr(backend, "embedding_dim", 1))
+
+    @app.get(
+        "/v1/jobs/{job_id}/results",
+        response_model=None,
+        responses={200: {"content": {result_pages.ARROW_STREAM: {}}, "description": "a page (JSON or Arrow)"}},
+    )
     def job_results(
         job_id: str,
         owner: Caller,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-    ) -> dict[str, object]:
+        accept: Annotated[str | None, Header()] = None,
+    ) -> dict[str, object] | Response:
+        """A page of results: JSON by default, an Arrow IPC stream when the Accept header asks for one."""
         job = runner.get(owner, job_id)
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         page = job.results[offset : offset + limit]
         end = offset + len(page)
+        next_offset = end if end < len(job.items) else None
+        if wants_arrow(accept):
+            headers = {"X-Total": str(len(job.items)), "Vary": "Accept"}
+            if next_offset is not None:
+                headers["X-Next-Offset"] = str(next_offset)
+            table = result_pages.from_results(page, categories, dim)
+            return Response(result_pages.to_ipc(table), media_type=result_pages.ARROW_STREAM, headers=headers)
         return {
             "job_id": job_id,
             "total": len(job.items),
             "offset": offset,
-            "next_offset": end if end < len(job.items) else None,
+            "next_offset": next_offset,
             "items": [r.as_json() for r in page],
         }
 

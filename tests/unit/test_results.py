@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -109,3 +110,47 @@ def test_streaming_writer_flushes_whole_row_groups_and_is_atomic(tmp_path: Path)
         raise RuntimeError("crash mid-write")
     assert pl.read_parquet(target).height == 37  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_arrow_pages_write_the_same_dataset_as_json_pages(tmp_path: Path) -> None:
+    from polars.testing import assert_frame_equal
+
+    from curation.result_pages import from_items
+
+    roots = {"json": tmp_path / "json", "arrow": tmp_path / "arrow"}
+    ids = _shards(roots["json"])
+    assert _shards(roots["arrow"]) == ids
+    answered = [i for r, i in enumerate(ids) if r != 7]
+    pages = [[_result(i, ids.index(i)) for i in answered[k : k + 8]] for k in range(0, len(answered), 8)]
+    pages[2] += [_result(ids[0], 0), _result(ids[8], 5), _result("ffffffffffffffff", 2)]  # repeated x2 and unknown
+    arrow_pages = [from_items(page) for page in pages]
+    assert arrow_pages[2].num_rows == 11 and arrow_pages[2]["embedding"].type.list_size == DIM
+
+    counts = {kind: write_results(dataset_paths(root, DATASET), pages if kind == "json" else iter(arrow_pages),
+                                  DEFAULT_TAXONOMY, row_group_size=16) for kind, root in roots.items()}
+    assert counts["json"] == counts["arrow"] and counts["arrow"].images == N and counts["arrow"].failed == 3
+    json_paths, arrow_paths = (dataset_paths(roots[k], DATASET) for k in ("json", "arrow"))
+    for name in ("files", "metadata", "embeddings"):
+        assert_frame_equal(pl.read_parquet(getattr(arrow_paths, name)), pl.read_parquet(getattr(json_paths, name)))
+    meta = pl.read_parquet(arrow_paths.metadata)
+    assert meta["image_id"].to_list().count(ids[8]) == 1 and "ffffffffffffffff" not in meta["image_id"].to_list()
+    assert meta.filter(pl.col("image_id") == ids[8])["time"].to_list() == ["day"]  # the first copy wins, not the error
+    emb = pl.read_parquet(arrow_paths.embeddings)
+    assert emb.height == N - 2 and emb["image_id"].n_unique() == N - 2  # no row for the failed or unanswered image
+    files = dict(pl.read_parquet(arrow_paths.files).select("image_id", "error").iter_rows())
+    assert [files[ids[k]] for k in (3, 5, 7, 8)] == ["cannot decode", "HTTP 404", NO_RESULT, None]
+
+
+def test_an_arrow_page_with_tags_on_a_failed_row_or_without_a_category_writes_nulls(tmp_path: Path) -> None:
+    from curation.result_pages import from_items
+
+    ids = _shards(tmp_path)
+    page = from_items([{"image_id": i, "tags": {"time": {"label": "day", "confidence": 0.9}}, "embedding": [1.0, k % 5],
+                        "error": None} for k, i in enumerate(ids)])
+    # the service never sends tags with an error; if one did, the error wins and the tags are dropped
+    page = page.set_column(1, "error", pa.array(["HTTP 500"] + [None] * (N - 1), pa.string()))
+    write_results(dataset_paths(tmp_path, DATASET), [page], DEFAULT_TAXONOMY)
+    meta = pl.read_parquet(dataset_paths(tmp_path, DATASET).metadata)
+    assert meta["time"].to_list() == [None] + ["day"] * (N - 1)
+    assert meta["weather"].null_count() == N and meta["weather_confidence"].dtype == pl.Float32
+    assert pl.read_parquet(dataset_paths(tmp_path, DATASET).embeddings).height == N - 1

@@ -1,0 +1,117 @@
+"""InferenceClient.iter_result_tables: against the real service over real HTTP, and its retries at the boundary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import SecretStr
+
+from curation.client import AuthenticationError, InferenceClient, JobNotFound, ServiceError
+from curation.result_pages import ARROW_STREAM, from_items, to_ipc
+from curation.service.server import RunningService, start_in_thread
+from curation.settings import Settings
+from tests.images import write_images
+from tests.unit.test_client import client_for
+
+KEY = "arrow-client-key"
+N = 33
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[RunningService]:
+    running = start_in_thread(Settings(allow_file_urls=True, service_workers=2), SecretStr(KEY))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def job(service: RunningService, tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("images")
+    names = write_images(folder, N)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    items = [{"image_id": n, "url": (folder / n).as_uri(), "size": 1} for n in [*names, "broken.jpg"]]
+    with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
+        job_id = client.submit_job(items, idempotency_key="arrow-client")
+        deadline = time.monotonic() + 60
+        while not client.job_status(job_id).finished:
+            assert time.monotonic() < deadline, "job did not finish"
+            time.sleep(0.05)
+    return job_id
+
+
+def test_arrow_pages_match_the_json_pages(service: RunningService, job: str) -> None:
+    with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
+        tables = list(client.iter_result_tables(job, page_size=8))
+        items = [item for page in client.iter_results(job, page_size=8) for item in page]
+    assert [t.num_rows for t in tables] == [8, 8, 8, 8, 2]
+    table = pa.concat_tables(tables)
+    assert table["image_id"].to_pylist() == [i["image_id"] for i in items]
+    assert table["error"].to_pylist() == [i["error"] for i in items]
+    assert table["error"].null_count == N
+    ok = [i for i in items if i["embedding"] is not None]
+    vectors = table.filter(pa.compute.is_valid(table["embedding"]))["embedding"].combine_chunks()
+    matrix = vectors.flatten().to_numpy().reshape(len(ok), -1)
+    np.testing.assert_array_equal(matrix, np.asarray([i["embedding"] for i in ok], dtype=np.float32))
+    assert table["time"].to_pylist() == [(i["tags"] or {}).get("time", {}).get("label") for i in items]
+
+
+def test_unknown_job_and_wrong_key(service: RunningService, job: str) -> None:
+    with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
+        with pytest.raises(JobNotFound, match="404: no job 00ff"):
+            next(client.iter_result_tables("00ff"))
+    with InferenceClient(service.url, SecretStr("wrong"), Settings()) as client:
+        with pytest.raises(AuthenticationError, match="rejected the API key"):
+            next(client.iter_result_tables(job))
+
+
+def _page(offset: int, total: int = 5, size: int = 2) -> tuple[bytes, dict[str, str]]:
+    ids = range(offset, min(offset + size, total))
+    table = from_items([{"image_id": str(i), "embedding": [float(i), 1.0], "error": None} for i in ids])
+    headers = {"content-type": ARROW_STREAM, "x-total": str(total)}
+    if offset + size < total:
+        headers["x-next-offset"] = str(offset + size)
+    return to_ipc(table), headers
+
+
+def test_a_cut_arrow_body_and_a_503_are_retried() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        body, headers = _page(int(request.url.params["offset"]))
+        if len(calls) == 1:
+            return httpx.Response(503)
+        if len(calls) == 2:
+            return httpx.Response(200, content=body[: len(body) // 2], headers=headers)
+        return httpx.Response(200, content=body, headers=headers)
+
+    tables = list(client_for(handler).iter_result_tables("j", page_size=2))
+    assert [t["image_id"].to_pylist() for t in tables] == [["0", "1"], ["2", "3"], ["4"]]
+    assert len(calls) == 5 and all(c.headers["accept"].startswith(ARROW_STREAM) for c in calls)
+    assert tables[2]["embedding"].to_pylist() == [[4.0, 1.0]]
+
+
+def test_a_service_that_answers_json_is_read_too() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        items = [{"image_id": str(i), "tags": {"time": {"label": "day", "confidence": 0.7}}, "embedding": [1.0, 0.0],
+                  "error": None} for i in range(offset, min(offset + 2, 3))]
+        return httpx.Response(200, json={"items": items, "next_offset": offset + 2 if offset + 2 < 3 else None})
+
+    tables = list(client_for(handler).iter_result_tables("j", page_size=2))
+    assert [t["image_id"].to_pylist() for t in tables] == [["0", "1"], ["2"]]
+    assert tables[0]["time"].to_pylist() == ["day", "day"] and tables[0]["time_confidence"].type == pa.float32()
+
+
+def test_an_empty_page_before_the_end_is_an_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": ARROW_STREAM, "x-next-offset": "0"}
+        return httpx.Response(200, content=to_ipc(from_items([])), headers=headers)
+
+    with pytest.raises(ServiceError, match="not finished"):
+        list(client_for(handler).iter_result_tables("j"))
