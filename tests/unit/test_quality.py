@@ -127,3 +127,24 @@ def test_quality_score_prefers_the_larger_original():
     s_original = image_signals(original, 1280, 960)
     s_copy = image_signals(copy, *copy.size)
     assert 0 <= quality_score(s_copy) < quality_score(s_original) <= 1
+
+
+def test_colour_signals_match_their_per_pixel_definitions():
+    """Colourfulness, saturation, chroma_p99 and blur come from histograms and integer sums; they must equal the
+    per-pixel formulas (on images small enough to be their own working copy)."""
+    rng = np.random.default_rng(11)
+    images = [scene(12, (320, 240)), Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)),
+              Image.new("RGB", (40, 30), (200, 10, 90)), scene(13, (256, 200)).convert("L").convert("RGB")]
+    for img in images:
+        s = image_signals(img, *img.size)
+        rgb = np.asarray(img.convert("RGB"), dtype=np.float64)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        rg, yb = r - g, 0.5 * (r + g) - b
+        colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+        chroma = rgb.max(-1) - rgb.min(-1)
+        assert abs(s["colourfulness"] - colourfulness) <= 1e-9 * max(colourfulness, 1.0)
+        assert abs(s["saturation"] - chroma.mean() / 255) < 1e-12
+        assert abs(s["chroma_p99"] - np.percentile(chroma, 99) / 255) < 1e-12
+        gray = np.asarray(img.convert("L"), dtype=np.float64)
+        lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1]
+        assert abs(s["blur"] - lap.var()) <= 1e-9 * max(lap.var(), 1.0)
