@@ -1,7 +1,7 @@
 """Weight-free CPU default backend: hand-built image descriptor plus physically motivated rules.
 
 Each image is downscaled once to 160x120 (cpu_features.WORK_W x WORK_H); all statistics are
-vectorised numpy over that working image, a few milliseconds per image on one core. The embedding
+vectorised numpy over that working image, about a millisecond per image on one core. The embedding
 is a block-weighted, L2-normalised concatenation of gradient-orientation histograms per 4x4 cell
 (GIST-like texture/shape), a 4x4 grid of luminance/chroma means (spatial layout), hue-saturation
 and value histograms (colour) and a few global scene statistics. Tags come from cpu_rules.

@@ -131,3 +131,48 @@ def test_custom_taxonomy_threshold_forces_none() -> None:
     strict = CpuModel(Taxonomy(thresholds={c: 1.01 for c in DEFAULT_TAXONOMY.categories}))
     for label, conf in strict.predict([night_scene()])[0].tags.values():
         assert label is None and conf > 0.0
+
+
+def test_fast_helpers_match_their_plain_definitions() -> None:
+    """The features' shortcuts decide every pixel as the plain formulas do (exact, not approximately)."""
+    from curation.models import cpu_features as cf
+
+    rng = np.random.default_rng(5)
+    lum = (rng.integers(0, 256, (120, 160, 3)).astype(np.float32) / 255.0) @ np.array([0.299, 0.587, 0.114],
+                                                                                       dtype=np.float32)
+    lum[40:50, 40:60] = 0.5  # flat patches: zero gradients, and exact ties on an edge direction
+    lum[60:70] = lum[60:70, :1]
+    gx = np.zeros_like(lum)
+    gy = np.zeros_like(lum)
+    gx[:, 1:-1] = lum[:, 2:] - lum[:, :-2]
+    gy[1:-1] = lum[2:] - lum[:-2]
+    # Orientation: the full test against all N_ORIENT - 1 edges, on the direction folded into [0, pi).
+    flip = (gy < 0) | ((gy == 0) & (gx < 0))
+    fx, fy = np.where(flip, -gx, gx), np.where(flip, -gy, gy)
+    edges = np.arange(1, cf.N_ORIENT) * np.pi / cf.N_ORIENT
+    want = sum((fy * np.float32(np.cos(e)) - fx * np.float32(np.sin(e)) >= 0).astype(int) for e in edges)
+    want[(gx == 0) & (gy == 0)] = 0
+    assert np.array_equal(cf._orientation_bins(gx, gy), want)
+    assert np.array_equal(cf._orientation_bins(np.float32([[1, -1, 0, 0, 2]]), np.float32([[1, 1, 1, -1, 0]])),
+                          [[2, 6, 4, 4, 0]])
+    assert cf._percentiles_10_90(lum) == tuple(np.percentile(lum, [10, 90]))
+    # The dark channel's 7 x 7 minimum and the 15 x 15 local mean, edge-padded.
+    u8 = rng.integers(0, 256, (30, 40), dtype=np.uint8)
+    padded = np.pad(u8, 3, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (7, 7))
+    assert np.array_equal(cf._min_filter7(u8), windows.min((2, 3)))
+    p = np.pad(lum, 8, mode="edge")
+    c = p.cumsum(0).cumsum(1)
+    assert np.array_equal(cf._box_mean(lum, 15), (c[15:135, 15:175] - c[:120, 15:175] - c[15:135, :160]
+                                                  + c[:120, :160]) / 225)
+
+
+def test_thresholds_on_levels_match_the_0_1_tests() -> None:
+    from curation.models import cpu_features as cf
+
+    levels = np.arange(256, dtype=np.uint8)
+    unit = levels.astype(np.float32) / 255.0
+    for t, above in ((0.2, cf._GT_020), (0.35, cf._GT_035), (0.7, cf._GT_070), (0.9, cf._GT_090)):
+        assert np.array_equal(levels >= above, unit > t)
+    for t, below in ((0.12, cf._LT_012), (0.14, cf._LT_014), (0.72, cf._LT_072)):
+        assert np.array_equal(levels < below, unit < t)
