@@ -131,6 +131,44 @@ def _orientation_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     return obin
 
 
+def _pillow_hsv_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's RGB -> HSV hue and saturation as lookup tables, made by Pillow itself (so they are its numbers).
+
+    Pillow's hue depends only on which channel is the largest (red, then green, then blue on ties) and on the
+    other two channels' distances below it, (blue, green), (red, blue) or (green, red): one 256 x 256 table per
+    case. Its saturation depends only on the largest and the smallest channel.
+    """
+    d = np.arange(256, dtype=np.uint8)
+    x, y = np.meshgrid(d, d, indexing="ij")
+    top = np.full_like(x, 255)
+
+    def hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(np.stack([r, g, b], -1)).convert("HSV"))
+
+    hue = np.stack([hsv(top, 255 - y, 255 - x)[..., 0], hsv(255 - x, top, 255 - y)[..., 0],
+                    hsv(255 - y, 255 - x, top)[..., 0]])
+    low = np.minimum(x, y)  # x = largest, low = smallest
+    return hue.ravel(), hsv(x, low, low)[..., 1].ravel()
+
+
+_HUE_TABLE, _SAT_TABLE = _pillow_hsv_tables()
+
+
+def _hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's 8-bit HSV of 8-bit RGB channels, the same numbers as Image.convert("HSV") (checked on all 2^24
+    colours), from the tables above: 2x faster than Pillow's per-pixel float arithmetic on the working image."""
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    dr, dg, db = mx - r, mx - g, mx - b
+    is_r = dr == 0
+    is_g = (dg == 0) > is_r
+    is_b = ~(is_r | is_g)
+    key = (is_g + is_b * np.int32(2)) << 16  # the case, then the two distances: (b, g), (r, b) or (g, r)
+    key |= (db * is_r + dr * is_g + dg * is_b).astype(np.int32) << 8
+    key |= dg * is_r + db * is_g + dr * is_b
+    return np.take(_HUE_TABLE, key), np.take(_SAT_TABLE, (mx.astype(np.int32) << 8) | mn), mx
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) + _EPS)
 
@@ -141,13 +179,13 @@ def _percentiles_10_90(x: np.ndarray) -> tuple[float, float]:
     The interpolation repeats numpy's `_lerp` step for step (float32 difference, float64 weight), so the
     result is the same number.
     """
-    flat = x.ravel()  # at least 3 values, as the working size has
+    flat = x.ravel()
     virtual = (flat.size - 1) * np.array([0.1, 0.9])
     lo = np.floor(virtual)
     gamma = virtual - lo
     order = np.sort(flat)  # a SIMD sort beats np.partition's selection of four ranks here
     a = order[lo.astype(np.intp)]
-    b = order[lo.astype(np.intp) + 1]
+    b = order[np.minimum(lo.astype(np.intp) + 1, flat.size - 1)]
     diff = b - a
     out = a + diff * gamma
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
@@ -161,12 +199,11 @@ def extract(image: Image.Image) -> Features:
     small = image.resize((WORK_W, WORK_H), Image.Resampling.BILINEAR, reducing_gap=2.0)
     u8 = np.asarray(small)
     rgb = u8.astype(np.float32) / 255.0
-    hsv = np.asarray(small.convert("HSV"))  # Pillow's C conversion
     h, w, _ = rgb.shape
     n = h * w
     lum = rgb @ _LUMA
-    hue8, sat8, val8 = (np.ascontiguousarray(hsv[..., i]) for i in range(3))
     r8, g8, b8 = (np.ascontiguousarray(u8[..., i]) for i in range(3))
+    hue8, sat8, val8 = _hsv(r8, g8, b8)
     t3, b3, half = h // 3, 2 * h // 3, h // 2
 
     # Central-difference gradients on luminance; |g| as np.hypot rounds it (float64, then float32), faster.

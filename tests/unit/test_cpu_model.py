@@ -176,3 +176,16 @@ def test_thresholds_on_levels_match_the_0_1_tests() -> None:
         assert np.array_equal(levels >= above, unit > t)
     for t, below in ((0.12, cf._LT_012), (0.14, cf._LT_014), (0.72, cf._LT_072)):
         assert np.array_equal(levels < below, unit < t)
+
+
+def test_hsv_is_pillows() -> None:
+    """The table-driven HSV equals Pillow's conversion, ties between channels included."""
+    from curation.models import cpu_features as cf
+
+    rng = np.random.default_rng(6)
+    grid = np.stack(np.meshgrid(*[np.arange(0, 256, 17, dtype=np.uint8)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    rgb = np.concatenate([grid, rng.integers(0, 256, (59904, 3), dtype=np.uint8)]).reshape(-1, 128, 3)
+    want = np.asarray(Image.fromarray(rgb).convert("HSV"))
+    got = cf._hsv(*(np.ascontiguousarray(rgb[..., i]) for i in range(3)))
+    for i in range(3):
+        assert np.array_equal(got[i], want[..., i])
