@@ -181,6 +181,7 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
     from curation.settings import Settings
 
     backend = load_backend(Settings().model, Settings())
+    side = getattr(backend, "input_side", MODEL_SIDE)  # as the service decodes: draft mode to the model's input side
     datas = [p.read_bytes() for p in paths]
     costs: dict[str, float] = {}
 
@@ -203,7 +204,7 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
             thumb.save(io.BytesIO(), format="JPEG", quality=85)
 
         timed("thumbnail: resize + encode", encode)
-        img = timed("service: decode (draft, 2nd)", lambda: decode_image(data, min_side=MODEL_SIDE).image)
+        img = timed("service: decode (draft, 2nd)", lambda: decode_image(data, min_side=side).image)
         timed("service: model predict", lambda: backend.predict([img]))
     return {k: 1000 * v / len(paths) for k, v in costs.items()}
 
