@@ -6,7 +6,7 @@ Usage:
     python bench/bench_features.py --real DIR           # a folder of real photos (default: shared/datasets/real-dev)
 
 Measures, on one thread with time.thread_time() (so other work on a shared machine does not count), the best of
---repeat passes over the images, in ms per image:
+--repeat passes over the images (before and after taking turns), in ms per image:
   image_signals    curation.quality.image_signals on the thumbnail step's decode (JPEG draft for a 256-px short
                    side: 480x270 for the synthetic 1920x1080 JPEGs of bench/results/cache, as bench_pipeline makes)
   cpu extract      curation.models.cpu_features.extract on the service's decode (draft for CpuModel.input_side)
@@ -69,14 +69,16 @@ def decode_all(paths: list[Path], thumb: int, model_side: int) -> tuple[list, li
     return signals, model
 
 
-def per_image_ms(fn, items: list, repeat: int) -> float:  # noqa: ANN001
-    best = float("inf")
+def per_image_ms(timings: dict[str, tuple], repeat: int) -> dict[str, float]:
+    """Best ms per image of each (fn, items), the variants taking turns, so load changes hit them alike."""
+    best = dict.fromkeys(timings, float("inf"))
     for _ in range(repeat):
-        t = time.thread_time()
-        for it in items:
-            fn(it)
-        best = min(best, time.thread_time() - t)
-    return 1000 * best / max(len(items), 1)
+        for name, (fn, items) in timings.items():
+            t = time.thread_time()
+            for it in items:
+                fn(it)
+            best[name] = min(best[name], time.thread_time() - t)
+    return {name: 1000 * v / max(len(timings[name][1]), 1) for name, v in best.items()}
 
 
 def deviations(before: tuple, signals: list, model: list) -> dict[str, float | int]:
@@ -120,17 +122,16 @@ def run_set(label: str, paths: list[Path], before: tuple | None, repeat: int) ->
     signals, images = decode_all(paths, THUMB, model.input_side)
     row: dict = {"set": label, "images": len(signals), "signal_input": "x".join(map(str, signals[0].image.size)),
                  "model_input": "x".join(map(str, images[0].size))}
-    steps = {"image_signals": (lambda d: image_signals(d.image, d.width, d.height), signals),
-             "cpu extract": (cpu_features.extract, images),
-             "cpu predict": (lambda im: model.predict([im]), images)}
-    for step, (fn, items) in steps.items():
-        row[f"{step} after"] = per_image_ms(fn, items, repeat)
+    timings = {"image_signals after": (lambda d: image_signals(d.image, d.width, d.height), signals),
+               "cpu extract after": (cpu_features.extract, images),
+               "cpu predict after": (lambda im: model.predict([im]), images)}
     if before is not None:
         q0, f0 = before
-        row["image_signals before"] = per_image_ms(lambda d: q0.image_signals(d.image, d.width, d.height),
-                                                   signals, repeat)
-        row["cpu extract before"] = per_image_ms(f0.extract, images, repeat)
-        row["cpu predict before"] = per_image_ms(lambda im: model._tags(f0.extract(im).stats), images, repeat)
+        timings["image_signals before"] = (lambda d: q0.image_signals(d.image, d.width, d.height), signals)
+        timings["cpu extract before"] = (f0.extract, images)
+        timings["cpu predict before"] = (lambda im: model._tags(f0.extract(im).stats), images)
+    row.update(per_image_ms(timings, repeat))
+    if before is not None:
         row["deviations"] = deviations(before, signals, images)
     return row
 
