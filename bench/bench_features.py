@@ -41,7 +41,8 @@ def load_baseline(rev: str) -> tuple[object, object] | None:
     """(quality, cpu_features) as they were at rev, as temporary modules; None without git history."""
     mods = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
-    for name, path in (("quality_before", "curation/quality.py"), ("cpu_features_before", "curation/models/cpu_features.py")):
+    for name, path in (("quality_before", "curation/quality.py"),
+                       ("cpu_features_before", "curation/models/cpu_features.py")):
         try:
             src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True).stdout
         except (OSError, subprocess.CalledProcessError):

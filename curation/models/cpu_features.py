@@ -5,7 +5,7 @@ object with (a) a fixed-length image descriptor used as the embedding and (b) a 
 scene statistics that the rules in `cpu.py` turn into tags. Everything is deterministic: integer
 pixel input, fixed resampling filter, no randomness.
 
-Cost (about 1 ms an image): statistics of 8-bit channels (hue, saturation, value, the dark channel) are
+Cost: statistics of 8-bit channels (hue, saturation, value, the dark channel) are
 taken on the uint8 pixels, with each threshold on a 0-1 value turned into the same test on its 0-255
 level; the gradient energy per cell, band and orientation is one bincount; band means come from row
 sums. The float32 luminance, its gradients and its local mean are computed exactly as they always were,
@@ -155,8 +155,8 @@ _HUE_TABLE, _SAT_TABLE = _pillow_hsv_tables()
 
 
 def _hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pillow's 8-bit HSV of 8-bit RGB channels, the same numbers as Image.convert("HSV") (checked on all 2^24
-    colours), from the tables above: 2x faster than Pillow's per-pixel float arithmetic on the working image."""
+    """Pillow's 8-bit HSV of 8-bit RGB channels from the tables above: the same numbers as Image.convert("HSV")
+    (checked once on all 2^24 colours; the tests check ties), 2x faster than its per-pixel float arithmetic."""
     mx = np.maximum(np.maximum(r, g), b)
     mn = np.minimum(np.minimum(r, g), b)
     dr, dg, db = mx - r, mx - g, mx - b
@@ -298,7 +298,8 @@ def extract(image: Image.Image) -> Features:
         "top_bright_smooth": np.count_nonzero(smooth_t & (lum[top] > 0.45)) / (t3 * w),
         "top_grad": float(rows(0, t3).sum()) / (t3 * w),
         "top_std": top_std,
-        "top_row_grad": float(lum_rows[: h // 6].sum() / ((h // 6) * w) - lum_rows[h // 6: t3].sum() / ((t3 - h // 6) * w)),
+        "top_row_grad": float(lum_rows[: h // 6].sum() / ((h // 6) * w)
+                              - lum_rows[h // 6: t3].sum() / ((t3 - h // 6) * w)),  # >0: sky darker at horizon
         "point_frac": np.count_nonzero(points) / n,
         "point_top_frac": np.count_nonzero(points[top]) / (t3 * w),
         "point_bot_frac": points_bot,
