@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 WORK_W, WORK_H = 160, 120
-GRID = 4  # GRID x GRID cells for the gradient and colour-layout blocks
+GRID = 4  # GRID x GRID cells for the gradient and colour-layout blocks (equal cells: divides WORK_W and WORK_H)
 N_ORIENT = 8  # unsigned gradient orientation bins
 HUE_BINS, SAT_BINS, VAL_BINS = 8, 3, 8
 N_STATS = 8
@@ -332,13 +332,8 @@ def extract(image: Image.Image) -> Features:
 
 
 def _cell_sums(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Sums over the GRID x GRID cells (float64), of a (h, w) or (h, w, channels) array."""
-    if h % GRID == 0 and w % GRID == 0:  # the working size: equal cells, summed by a reshape
-        return x.reshape(GRID, h // GRID, GRID, w // GRID, *x.shape[2:]).sum((1, 3), dtype=np.float64)
-    rows = np.minimum(np.arange(h) * GRID // h, GRID - 1)
-    cols = np.minimum(np.arange(w) * GRID // w, GRID - 1)
-    by_row = np.add.reduceat(x.astype(np.float64), np.searchsorted(rows, np.arange(GRID)), axis=0)
-    return np.add.reduceat(by_row, np.searchsorted(cols, np.arange(GRID)), axis=1)
+    """Sums (float64) over the GRID x GRID equal cells of the working image, by a reshape."""
+    return x.reshape(GRID, h // GRID, GRID, w // GRID).sum((1, 3), dtype=np.float64)
 
 
 # 8-bit levels for the 0-1 thresholds of hue, saturation and value: x / 255 > t  <=>  level >= _GT_t.
