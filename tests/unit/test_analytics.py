@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import numpy as np
 import polars as pl
@@ -174,3 +175,20 @@ def test_layout_umap_is_deterministic():
     labels = np.arange(240) % 4
     centres = np.stack([a[labels == c].mean(axis=0) for c in range(4)])
     assert (np.linalg.norm(a[:, None] - centres[None], axis=2).argmin(axis=1) == labels).mean() > 0.95
+
+
+def test_umap_compiled_code_is_cached_on_disk():
+    """UMAP's numba functions that umap-learn leaves uncached are cached, so a fresh flow process skips compiling."""
+    from numba.core.caching import NullCache
+
+    layout_3d(clustered(240, d=16, clusters=3), seed=0)  # the UMAP path
+    import umap.layouts
+    from numba.core.dispatcher import Dispatcher
+
+    # the layout's epoch function (umap-learn jits it without cache=True), as compiled by the call above
+    compiled = [d for d in vars(umap.layouts).values() if isinstance(d, Dispatcher) and d.signatures]
+    epoch = next(d for d in compiled if d.py_func.__name__ == "_optimize_layout_euclidean_single_epoch")
+    assert not isinstance(epoch._cache, NullCache)
+    assert sum(epoch._cache_hits.values()) + sum(epoch._cache_misses.values()) >= 1  # looked up in (or saved to) it
+    index = epoch._cache._cache_path  # where numba keeps it: next to the source, or NUMBA_CACHE_DIR
+    assert any(name.endswith(".nbi") and "_optimize_layout_euclidean_single_epoch" in name for name in os.listdir(index))
