@@ -184,7 +184,9 @@ def make_thumbnail_shard(
     if target.exists():
         return 0
     storage = open_storage(config, settings)
-    rows = thumbnail_rows(blobs, storage.read_bytes, paths.thumbnail, settings.data_root, settings.thumbnail_size)
+    rows = thumbnail_rows(
+        blobs, storage.read_bytes, paths.thumbnail, settings.data_root, settings.thumbnail_size, settings.read_concurrency
+    )
     write_table(target, rows_to_table(rows, shard_schema(signal_names())))
     return len(rows)
 

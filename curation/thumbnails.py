@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,30 +60,58 @@ def _crashed(job: tuple[bytes, str, int], reason: str) -> dict[str, object]:
     }
 
 
+def read_ahead(
+    names: list[str], read_bytes: Callable[[str], bytes], concurrency: int
+) -> Iterator[bytes | Exception]:
+    """read_bytes of each name, in order, with up to `concurrency` reads in flight; a failed read yields its error.
+
+    Memory holds at most `concurrency` blobs the caller has not taken yet."""
+    if concurrency <= 1:
+        for name in names:
+            try:
+                yield read_bytes(name)
+            except Exception as exc:  # noqa: BLE001 - the caller records it as the image's error
+                yield exc
+        return
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="read") as pool:
+        pending: deque[Future[bytes]] = deque(pool.submit(read_bytes, n) for n in names[:concurrency])
+        for name in names[concurrency:] + [None] * len(pending):
+            future = pending.popleft()
+            if name is not None:
+                pending.append(pool.submit(read_bytes, name))
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001
+                yield exc
+
+
 def thumbnail_rows(
     blobs: list[BlobInfo],
     read_bytes: Callable[[str], bytes],
     thumbnail_path: Callable[[str], Path],
     root: Path,
     max_side: int,
+    read_concurrency: int = 1,
 ) -> list[dict[str, object]]:
     """Files-table rows for a shard of blobs, making each one's thumbnail on the way.
 
-    Bytes are read in this thread while worker processes (curation.workpool) decode, measure and encode the
-    previous batches; a read that fails, or an image whose worker dies, is a row with the reason.
+    Bytes are read in this thread (up to `read_concurrency` blobs at once) while worker processes
+    (curation.workpool) decode, measure and encode the previous batches; a read that fails, or an image whose worker
+    dies, is a row with the reason.
     """
     facts: list[dict[str, object] | None] = [None] * len(blobs)
     targets = [thumbnail_path(image_id_for(blob.name)) for blob in blobs]
 
     def batches() -> Iterator[list[tuple[bytes, str, int]]]:
         batch: list[tuple[bytes, str, int]] = []
-        for i, blob in enumerate(blobs):
-            try:
-                batch.append((read_bytes(blob.name), str(targets[i]), max_side))
-                where.append(i)
-            except Exception as exc:  # storage read failed: the row records why, the dataset goes on
-                facts[i] = {"width": None, "height": None, "format": None, "error": f"cannot read: {exc}",
+        reads = read_ahead([b.name for b in blobs], read_bytes, read_concurrency)
+        for i, data in enumerate(reads):
+            if isinstance(data, Exception):  # storage read failed: the row records why, the dataset goes on
+                facts[i] = {"width": None, "height": None, "format": None, "error": f"cannot read: {data}",
                             "content_hash": None}
+            else:
+                batch.append((data, str(targets[i]), max_side))
+                where.append(i)
             if len(batch) == BATCH_SIZE:
                 yield batch
                 batch = []
