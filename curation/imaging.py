@@ -62,3 +62,30 @@ def decode_image(data: bytes, min_side: int | None = None) -> DecodedImage:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from None
     return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+_DRAFT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg decodes to (Pillow's JpegImageFile.draft)
+
+
+def draft_scale(width: int, height: int, min_side: int) -> int:
+    """The JPEG draft reduction decode_image asks for when it keeps min_side pixels on the short side."""
+    scale = max(1, min(width, height) // max(1, min_side))
+    ratio = min(width // max(1, width // scale), height // max(1, height // scale))
+    return next(s for s in _DRAFT_SCALES if ratio >= s)
+
+
+def at_min_side(decoded: DecodedImage, min_side: int) -> Image.Image:
+    """The decoded image as `decode_image(data, min_side)` would have made it, from a larger decode of the same JPEG.
+
+    A JPEG decoded in draft mode at a small reduction is box-reduced to the larger reduction a decode at min_side
+    would have used (libjpeg's DCT scaling is a box average too, so the two agree to rounding); other formats are
+    decoded whole either way and come back as they are. Lets one decode serve a thumbnail and a model's input."""
+    image = decoded.image
+    if decoded.format != "jpeg":
+        return image
+    done = next(
+        (s for s in _DRAFT_SCALES if -(-decoded.width // s) == image.width and -(-decoded.height // s) == image.height),
+        1,
+    )
+    wanted = draft_scale(decoded.width, decoded.height, min_side)
+    return image.reduce(wanted // done) if wanted > done else image

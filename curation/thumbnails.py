@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from PIL import Image
 from curation import workpool
 from curation.atomic import atomic_path
 from curation.ids import image_id_for
-from curation.imaging import ImageDecodeError, decode_image
+from curation.imaging import DecodedImage, ImageDecodeError, decode_image
 from curation.quality import image_signals
 from curation.storage import BlobInfo
 
@@ -25,23 +27,58 @@ def signal_names() -> tuple[str, ...]:
     return tuple(image_signals(Image.new("RGB", (8, 8)), 8, 8))
 
 
+@dataclass(frozen=True)
+class FileFacts:
+    """What one decode tells about an image file: its facts, quality signals and thumbnail.
+
+    `facts` holds content_hash, width, height, format and error (None on success) and, when the image decoded,
+    every quality signal (curation.quality, phash included); `thumbnail` is the JPEG bytes (None when the image did
+    not decode); `decoded` is the image at the thumbnail's scale, for a caller that needs its pixels too."""
+
+    facts: dict[str, object]
+    thumbnail: bytes | None
+    decoded: DecodedImage | None
+
+
+def decode_with_facts(data: bytes, max_side: int) -> FileFacts:
+    """Decode once (JPEG draft mode keeping max_side pixels on the short side): the file facts, the quality signals,
+    and a thumbnail of max side max_side (EXIF orientation applied) as JPEG bytes.
+
+    The one place a thumbnail is made: the inference service does it on the decode it needs for the model, and the
+    pipeline on its own decode when a service does not return thumbnails."""
+    facts: dict[str, object] = {"content_hash": hashlib.sha256(data).hexdigest() if data else None}
+    try:
+        decoded = decode_image(data, min_side=max_side)
+    except ImageDecodeError as exc:
+        return FileFacts({**facts, "width": None, "height": None, "format": None, "error": str(exc)}, None, None)
+    signals = image_signals(decoded.image, decoded.width, decoded.height)
+    thumb = decoded.image.copy()
+    thumb.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
+    facts |= {**signals, "width": decoded.width, "height": decoded.height, "format": decoded.format, "error": None}
+    return FileFacts(facts, out.getvalue(), decoded)
+
+
+THUMBNAIL_QUALITY = 85
+
+
+def write_thumbnail(target: Path, jpeg: bytes) -> None:
+    """Write thumbnail bytes atomically (a reader never sees half a file)."""
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(jpeg)
+
+
 def make_thumbnail(data: bytes, target: Path, max_side: int) -> dict[str, object]:
     """Decode once: write a thumbnail (max side max_side, EXIF orientation applied) and measure quality signals.
 
     Returns the file facts (width, height, format, content hash), the signals, and an error string
     (None on success).
     """
-    facts: dict[str, object] = {"content_hash": hashlib.sha256(data).hexdigest() if data else None}
-    try:
-        decoded = decode_image(data, min_side=max_side)
-    except ImageDecodeError as exc:
-        return {**facts, "width": None, "height": None, "format": None, "error": str(exc)}
-    signals = image_signals(decoded.image, decoded.width, decoded.height)
-    thumb = decoded.image
-    thumb.thumbnail((max_side, max_side))
-    with atomic_path(target) as tmp:
-        thumb.save(tmp, format="JPEG", quality=85)
-    return {**facts, **signals, "width": decoded.width, "height": decoded.height, "format": decoded.format, "error": None}
+    made = decode_with_facts(data, max_side)
+    if made.thumbnail is not None:
+        write_thumbnail(target, made.thumbnail)
+    return made.facts
 
 
 BATCH_SIZE = 8  # images per hand-over to a worker process: ~0.1 s of work, ~3 MB of 1080p JPEG bytes

@@ -1,0 +1,54 @@
+"""One decode serves the thumbnail, the quality signals and the model's smaller input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation.imaging import at_min_side, decode_image, draft_scale
+from curation.thumbnails import decode_with_facts, make_thumbnail
+from tests.images import jpeg_bytes
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1001, 777), (640, 480), (300, 200), (1080, 1920)])
+def test_a_larger_decode_reduced_matches_a_direct_decode(size):
+    data = jpeg_bytes(3, size)
+    direct = decode_image(data, min_side=120).image
+    via = at_min_side(decode_image(data, min_side=256), 120)
+    assert via.size == direct.size
+    diff = np.abs(np.asarray(via, np.int16) - np.asarray(direct, np.int16))
+    assert diff.mean() < 2.0  # DCT scaling and a box reduction agree to rounding
+
+
+def test_other_formats_come_back_whole():
+    data = jpeg_bytes(4, (640, 480), fmt="PNG")
+    decoded = decode_image(data, min_side=256)
+    assert at_min_side(decoded, 120) is decoded.image and decoded.image.size == (640, 480)
+
+
+def test_draft_scale_is_what_pillow_chooses():
+    for size, side in [((1920, 1080), 120), ((1920, 1080), 256), ((1001, 777), 120), ((300, 200), 256)]:
+        data = jpeg_bytes(5, size)
+        with Image.open(io.BytesIO(data)) as img:
+            scale = max(1, min(img.size) // side)
+            img.draft("RGB", (img.size[0] // scale, img.size[1] // scale))
+            assert img.size == (-(-size[0] // draft_scale(*size, side)), -(-size[1] // draft_scale(*size, side)))
+
+
+def test_decode_with_facts_is_what_a_thumbnail_file_holds(tmp_path):
+    data = jpeg_bytes(6, (1280, 720))
+    made = decode_with_facts(data, 256)
+    facts = make_thumbnail(data, tmp_path / "t.jpg", 256)
+    assert made.facts == facts and (tmp_path / "t.jpg").read_bytes() == made.thumbnail
+    assert (facts["width"], facts["height"], facts["format"], facts["error"]) == (1280, 720, "jpeg", None)
+    assert Image.open(io.BytesIO(made.thumbnail)).size == (256, 144)
+    assert made.decoded is not None and made.decoded.image.size == (640, 360)  # 1/2 draft; untouched by the thumbnail
+
+
+def test_an_undecodable_file_has_facts_and_a_reason_but_no_thumbnail():
+    made = decode_with_facts(b"not an image", 256)
+    assert made.thumbnail is None and made.decoded is None
+    assert made.facts["error"] == "not a recognised image format" and made.facts["content_hash"]
