@@ -146,9 +146,19 @@ class InferenceClient:
 
         return attempt()
 
-    def submit_job(self, items: list[dict[str, Any]], idempotency_key: str) -> str:
-        """Submit images (image_id, url, size) as one job; resubmitting with the same key returns the same job."""
-        body = self._request("POST", "/v1/jobs", json={"items": items}, headers={"Idempotency-Key": idempotency_key})
+    def submit_job(
+        self, items: list[dict[str, Any]], idempotency_key: str | None = None, thumbnail_side: int | None = None
+    ) -> str:
+        """Submit images (image_id, url, size) as one job; resubmitting with the same key returns the same job.
+
+        With thumbnail_side, the job's Arrow result pages also carry each image's file facts, quality signals and
+        a thumbnail of that max side (curation.result_pages.file_fields), made on the service's own decode.
+        """
+        payload: dict[str, Any] = {"items": items}
+        if thumbnail_side is not None:
+            payload["thumbnail_side"] = thumbnail_side
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        body = self._request("POST", "/v1/jobs", json=payload, headers=headers)
         return str(body["job_id"])
 
     def job_status(self, job_id: str) -> JobStatus:

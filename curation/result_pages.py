@@ -4,6 +4,12 @@ A page is a table with one row per image: `image_id`, `error` (null on success),
 category (null means None) with its float32 `<category>_confidence` (the metadata Parquet's own columns, so the
 writer selects them as they are), and `embedding` as a fixed-size list of float32 (null for a failed image).
 Columns are built from whole arrays: an embedding never becomes Python floats on either side.
+
+A page of a job submitted with a `thumbnail_side` also has the file columns after `embedding` (`file_fields`):
+`content_hash` string, `width`, `height` int32, `format` string, `thumbnail` binary (the JPEG bytes; null when the
+image did not decode), `phash` int64, then every other quality signal as float64, in the order of
+curation.thumbnails.signal_names(). A row without facts (the fetch failed) is null in all of them; an image that did
+not decode has its content hash only. Thumbnails travel only in Arrow pages: JSON results never carry them.
 """
 
 from __future__ import annotations
@@ -24,14 +30,28 @@ class ResultLike(Protocol):
     tags: dict[str, tuple[str | None, float]] | None
     embedding: np.ndarray | None
     error: str | None
+    facts: dict[str, object] | None
+    thumbnail: bytes | None
 
 
-def page_schema(categories: Sequence[str], dim: int) -> pa.Schema:
-    """The columns of a result page (see the module docstring)."""
+FILE_COLUMNS = ("content_hash", "width", "height", "format", "thumbnail")
+_FILE_TYPES = {"content_hash": pa.string(), "width": pa.int32(), "height": pa.int32(), "format": pa.string(),
+               "thumbnail": pa.binary(), "phash": pa.int64()}
+
+
+def file_fields(signal_names: Sequence[str]) -> list[pa.Field]:
+    """The file columns of a page with facts: FILE_COLUMNS, `phash` int64, then the other signals as float64."""
+    names = [*FILE_COLUMNS, "phash", *(n for n in signal_names if n != "phash")]
+    return [pa.field(name, _FILE_TYPES.get(name, pa.float64())) for name in names]
+
+
+def page_schema(categories: Sequence[str], dim: int, signal_names: Sequence[str] | None = None) -> pa.Schema:
+    """The columns of a result page (see the module docstring); with signal_names, the file columns too."""
     fields = [pa.field("image_id", pa.string(), nullable=False), pa.field("error", pa.string())]
     for category in categories:
         fields += [pa.field(category, pa.string()), pa.field(f"{category}_confidence", pa.float32())]
-    return pa.schema(fields + [pa.field("embedding", pa.list_(pa.float32(), max(dim, 1)))])
+    fields.append(pa.field("embedding", pa.list_(pa.float32(), max(dim, 1))))
+    return pa.schema(fields if signal_names is None else fields + file_fields(signal_names))
 
 
 def _embedding_column(vectors: Sequence[Any | None], dim: int) -> pa.Array:
@@ -61,8 +81,21 @@ def _tag_columns(
     return columns
 
 
-def from_results(results: Sequence[ResultLike], categories: Sequence[str], dim: int) -> pa.Table:
-    """A page from the service's result objects; a failed image has null tags and a null embedding."""
+def _file_columns(results: Sequence[ResultLike], fields: list[pa.Field]) -> dict[str, pa.Array]:
+    facts = [r.facts or {} for r in results]
+    columns = {"thumbnail": pa.array([r.thumbnail for r in results], pa.binary())}
+    for f in fields:
+        if f.name not in columns:
+            columns[f.name] = pa.array([row.get(f.name) for row in facts], f.type)
+    return columns
+
+
+def from_results(
+    results: Sequence[ResultLike], categories: Sequence[str], dim: int, signal_names: Sequence[str] | None = None
+) -> pa.Table:
+    """A page from the service's result objects; a failed image has null tags and a null embedding.
+
+    With signal_names (a job with a thumbnail side), the file columns follow (see the module docstring)."""
     ok = [r.error is None for r in results]
     vectors = [r.embedding if good else None for r, good in zip(results, ok, strict=True)]
     dim = _dim(vectors, dim)
@@ -72,7 +105,10 @@ def from_results(results: Sequence[ResultLike], categories: Sequence[str], dim: 
         **_tag_columns([r.tags if good else None for r, good in zip(results, ok, strict=True)], categories),
         "embedding": _embedding_column(vectors, dim),
     }
-    return pa.table(columns, schema=page_schema(categories, dim))
+    schema = page_schema(categories, dim, signal_names)
+    if signal_names is not None:
+        columns |= _file_columns(results, file_fields(signal_names))
+    return pa.table(columns, schema=schema)
 
 
 def from_items(items: Sequence[dict[str, Any]], categories: Sequence[str] | None = None) -> pa.Table:

@@ -17,6 +17,7 @@ from curation.service.jobs import JobItem, JobRunner
 from curation.service.usage import UsageLedger, key_id
 from curation.settings import Settings
 from curation.taxonomy import DEFAULT_TAXONOMY
+from curation.thumbnails import signal_names
 
 MAX_PAGE = 5000
 
@@ -30,6 +31,9 @@ class SubmitItem(BaseModel):
 class SubmitRequest(BaseModel):
     items: list[SubmitItem] = Field(max_length=2_000_000)
     models: list[str] = Field(default_factory=lambda: ["meta", "embedding"])
+    # With it, each result also carries the image's file facts, quality signals and a thumbnail of this max side
+    # (Arrow pages only), made on the decode the model needs anyway. None: tags and embeddings only.
+    thumbnail_side: int | None = Field(default=None, ge=16, le=2048)
 
 
 def _accepted_keys(settings: Settings, extra: list[str]) -> list[str]:
@@ -98,7 +102,7 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
         body: SubmitRequest, owner: Caller, idempotency_key: Annotated[str | None, Header()] = None
     ) -> dict[str, object]:
         items = [JobItem(i.image_id, i.url, i.size) for i in body.items]
-        job = runner.submit(owner, items, idempotency_key)
+        job = runner.submit(owner, items, idempotency_key, thumbnail_side=body.thumbnail_side)
         return job.status_json()
 
     @app.get("/v1/jobs/{job_id}")
@@ -134,7 +138,8 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
             headers = {"X-Total": str(len(job.items)), "Vary": "Accept"}
             if next_offset is not None:
                 headers["X-Next-Offset"] = str(next_offset)
-            table = result_pages.from_results(page, categories, dim)
+            signals = None if job.thumbnail_side is None else signal_names()
+            table = result_pages.from_results(page, categories, dim, signals)
             return Response(result_pages.to_ipc(table), media_type=result_pages.ARROW_STREAM, headers=headers)
         return {
             "job_id": job_id,

@@ -1,7 +1,12 @@
-"""Inference jobs: fetch each image, run the model in batches, keep per-image results."""
+"""Inference jobs: fetch each image, run the model in batches, keep per-image results.
+
+A job with a `thumbnail_side` also gets each image's file facts, quality signals and thumbnail (JPEG bytes), made on
+the decode the model needs anyway (curation.thumbnails.decode_with_facts), so a client need not read the pixels.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,15 +19,21 @@ import numpy as np
 from PIL import Image
 
 from curation import workpool
-from curation.imaging import ImageDecodeError, decode_image
+from curation.imaging import ImageDecodeError, at_min_side, decode_image
 from curation.models.base import ModelBackend, Prediction
 from curation.service.fetch import FetchError, fetch_bytes
 from curation.service.journal import JobJournal
 from curation.service.usage import UsageLedger
 from curation.settings import Settings
+from curation.thumbnails import decode_with_facts
 
 BATCH_SIZE = 16
 MODEL_SIDE = 256  # default short side a backend needs; a backend may declare less with `input_side`
+
+# One image's work for predict_batch: (backend, bytes, the model's input side, the thumbnail side or None).
+Work = tuple[ModelBackend, bytes, int, int | None]
+# And its outcome: (prediction, error, file facts, thumbnail JPEG); facts and thumbnail only with a thumbnail side.
+Outcome = tuple[Prediction | None, str | None, dict[str, object] | None, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class ImageResult:
     tags: dict[str, tuple[str | None, float]] | None
     embedding: np.ndarray | None
     error: str | None
+    facts: dict[str, object] | None = None  # with a thumbnail side: curation.thumbnails.decode_with_facts's facts
+    thumbnail: bytes | None = None  # JPEG; travels only in Arrow pages, never in JSON
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +69,7 @@ class Job:
     model: str
     embedding_model: str
     idempotency_key: str | None = None
+    thumbnail_side: int | None = None
     status: str = "Processing"
     reason: str | None = None
     results: list[ImageResult] = field(default_factory=list)
@@ -75,45 +89,73 @@ class Job:
             "progress": done / len(self.items) if self.items else 1.0,
             "model": self.model,
             "embedding_model": self.embedding_model,
+            "thumbnail_side": self.thumbnail_side,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
         }
 
 
-def predict_batch(work: list[tuple[ModelBackend, bytes, int]]) -> list[tuple[Prediction | None, str | None]]:
+def _decode(
+    data: bytes, side: int, thumbnail_side: int | None
+) -> tuple[Image.Image | str, dict[str, object] | None, bytes | None]:
+    """The model's input (or the decode error), and with a thumbnail side the file facts and thumbnail too.
+
+    One decode when the model needs no more pixels than the thumbnail (its input is box-reduced from the thumbnail's
+    decode, as a draft decode at its side would be); otherwise a second decode at the model's side."""
+    if thumbnail_side is None:
+        try:
+            return decode_image(data, min_side=side).image, None, None
+        except ImageDecodeError as exc:
+            return str(exc), None, None
+    made = decode_with_facts(data, thumbnail_side)
+    if made.decoded is None:
+        return str(made.facts["error"]), made.facts, None
+    if side <= thumbnail_side:
+        return at_min_side(made.decoded, side), made.facts, made.thumbnail
+    try:
+        return decode_image(data, min_side=side).image, made.facts, made.thumbnail
+    except ImageDecodeError as exc:  # pragma: no cover - the same bytes decoded a moment ago
+        return str(exc), made.facts, made.thumbnail
+
+
+def predict_batch(work: list[Work]) -> list[Outcome]:
     """Decode each image (JPEG draft mode at the backend's input side) and run the model on the batch.
 
-    Runs in a worker process (curation.workpool) or in the calling thread. Returns (prediction, None) per image,
-    or (None, why): a decode error fails that image, a model crash fails the batch's images, not the job.
+    Runs in a worker process (curation.workpool) or in the calling thread. Returns (prediction, None, facts,
+    thumbnail) per image, or (None, why, facts, thumbnail): a decode error fails that image (its facts say why, it
+    has no thumbnail), a model crash fails the batch's images, not the job, and keeps their facts and thumbnails.
+    Facts and thumbnail are None for a job without a thumbnail side.
     """
     if not work:
         return []
     backend = work[0][0]
-    decoded: list[Image.Image | str] = []
-    for _, data, side in work:
-        try:
-            decoded.append(decode_image(data, min_side=side).image)
-        except ImageDecodeError as exc:
-            decoded.append(str(exc))
-    images = [d for d in decoded if not isinstance(d, str)]
+    decoded = [_decode(data, side, thumbnail_side) for _, data, side, thumbnail_side in work]
+    images = [d[0] for d in decoded if not isinstance(d[0], str)]
     try:
         predictions = iter(backend.predict(images)) if images else iter(())
         model_error = None
     except Exception as exc:  # a model crash fails these images, not the job
         predictions, model_error = iter(()), f"model error: {type(exc).__name__}: {exc}"
-    out: list[tuple[Prediction | None, str | None]] = []
-    for d in decoded:
-        if isinstance(d, str):
-            out.append((None, d))
+    out: list[Outcome] = []
+    for image, facts, thumbnail in decoded:
+        if isinstance(image, str):
+            out.append((None, image, facts, None))
         elif model_error is not None:
-            out.append((None, model_error))
+            out.append((None, model_error, facts, thumbnail))
         else:
-            out.append((next(predictions), None))
+            out.append((next(predictions), None, facts, thumbnail))
     return out
 
 
-def _worker_died(work: tuple[ModelBackend, bytes, int], reason: str) -> tuple[None, str]:
-    return None, f"model error: {reason}"
+def _worker_died(work: Work, reason: str) -> Outcome:
+    error = f"model error: {reason}"
+    if work[3] is None:
+        return None, error, None, None
+    # What is known without decoding again (the decode may be what killed the worker): the bytes' hash.
+    data = work[1]
+    facts = {"content_hash": hashlib.sha256(data).hexdigest() if data else None, "width": None, "height": None,
+             "format": None, "error": error}
+    return None, error, facts, None
 
 
 class JobRunner:
@@ -148,11 +190,14 @@ class JobRunner:
                 model=meta["model"],
                 embedding_model=meta["embedding_model"],
                 idempotency_key=meta["idempotency_key"],
+                thumbnail_side=meta.get("thumbnail_side"),  # absent in journals written before it existed
                 created=meta["created"],
             )
             for row in results:
                 tags = None if row["tags"] is None else {c: tuple(v) for c, v in row["tags"].items()}
-                job.results.append(ImageResult(row["image_id"], tags, row["embedding"], row["error"]))
+                job.results.append(
+                    ImageResult(row["image_id"], tags, row["embedding"], row["error"], row["facts"], row["thumbnail"])
+                )
             job.failed = sum(r.error is not None for r in job.results)
             self.jobs[job.id] = job
             done = {r.image_id for r in job.results}
@@ -164,8 +209,12 @@ class JobRunner:
         for start in range(0, len(items), BATCH_SIZE):
             self._pool.submit(self._run_batch, job, items[start : start + BATCH_SIZE])
 
-    def submit(self, owner: str, items: list[JobItem], idempotency_key: str | None) -> Job:
-        """Create a job, or return the one this owner already made with the same idempotency key."""
+    def submit(
+        self, owner: str, items: list[JobItem], idempotency_key: str | None, thumbnail_side: int | None = None
+    ) -> Job:
+        """Create a job, or return the one this owner already made with the same idempotency key.
+
+        With thumbnail_side, each result also carries the image's file facts, quality signals and thumbnail."""
         with self._lock:
             self._sweep()
             if idempotency_key:
@@ -179,6 +228,7 @@ class JobRunner:
                 model=self.backend.name,
                 embedding_model=self.backend.embedding_name,
                 idempotency_key=idempotency_key,
+                thumbnail_side=thumbnail_side,
             )
             self.jobs[job.id] = job
             self.journal.record_job(job)
@@ -229,18 +279,18 @@ class JobRunner:
     def _run_batch(self, job: Job, items: list[JobItem]) -> None:
         fetched = list(self._fetchers.map(self._fetch, items))  # concurrent fetches; the CPU work follows
         side = getattr(self.backend, "input_side", MODEL_SIDE)  # JPEG draft decodes no larger than needed
-        work = [(self.backend, data, side) for data in fetched if isinstance(data, bytes)]
+        work = [(self.backend, data, side, job.thumbnail_side) for data in fetched if isinstance(data, bytes)]
         if self._in_workers:
             outcomes = iter(workpool.run_batch(predict_batch, work, _worker_died, settings=self.settings))
         else:
             outcomes = iter(predict_batch(work))
         results = []
         for item, data in zip(items, fetched, strict=True):
-            pred, error = next(outcomes) if isinstance(data, bytes) else (None, data)
+            pred, error, facts, thumbnail = next(outcomes) if isinstance(data, bytes) else (None, data, None, None)
             if pred is None:
-                results.append(ImageResult(item.image_id, None, None, error))
+                results.append(ImageResult(item.image_id, None, None, error, facts, thumbnail))
             else:
-                results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None))
+                results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None, facts, thumbnail))
         failed = sum(r.error is not None for r in results)
         self.journal.record_results(job.id, results)
         self.usage.record(job.owner, self.backend.name, processed=len(results) - failed, failed=failed)

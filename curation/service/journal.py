@@ -1,13 +1,15 @@
 """A job journal on the service's own disk, so a killed and restarted service finishes its jobs.
 
 Layout under the state folder: `<job_id>/job.json` (written once, atomically), `<job_id>/items.jsonl` (written
-once, atomically) and `<job_id>/results.jsonl`, appended and fsynced per batch. A torn last line (a kill mid-append)
+once, atomically) and `<job_id>/results.jsonl`, appended and fsynced per batch; a result line carries the image's
+file facts and its thumbnail (base64 JPEG) when the job asked for them. A torn last line (a kill mid-append)
 is ignored on load, so those images are simply processed again: nothing is lost and nothing is doubled.
 The folder holds signed URLs until they expire; it belongs to the service, never to a pipeline's data root.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -29,6 +31,8 @@ def _result_json(result: Any) -> str:
             "tags": result.tags,
             "embedding": None if result.embedding is None else result.embedding.tolist(),
             "error": result.error,
+            "facts": result.facts,
+            "thumbnail": None if result.thumbnail is None else base64.b64encode(result.thumbnail).decode("ascii"),
         }
     )
 
@@ -46,7 +50,8 @@ class JobJournal:
         if not self.folder:
             return
         target = self.folder / job.id
-        meta = {k: getattr(job, k) for k in ("id", "owner", "model", "embedding_model", "idempotency_key")}
+        keys = ("id", "owner", "model", "embedding_model", "idempotency_key", "thumbnail_side")
+        meta = {k: getattr(job, k) for k in keys}
         meta["created"] = job.created.isoformat()
         write_text_atomic(target / "items.jsonl", "".join(json.dumps(asdict(i)) + "\n" for i in job.items))
         write_text_atomic(target / "job.json", json.dumps(meta))  # last: a job without it is ignored
@@ -84,6 +89,9 @@ class JobJournal:
                     if row["image_id"] not in seen:
                         seen.add(row["image_id"])
                         row["embedding"] = None if row["embedding"] is None else np.asarray(row["embedding"], np.float32)
+                        row["facts"] = row.get("facts")  # lines written before facts existed have none
+                        thumbnail = row.get("thumbnail")
+                        row["thumbnail"] = None if thumbnail is None else base64.b64decode(thumbnail)
                         results.append(row)
             jobs.append((meta, items, results))
         return jobs

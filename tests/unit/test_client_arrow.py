@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -12,9 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from curation.client import AuthenticationError, InferenceClient, JobNotFound, ServiceError
-from curation.result_pages import ARROW_STREAM, from_items, to_ipc
+from curation.result_pages import ARROW_STREAM, file_fields, from_items, page_schema, to_ipc
 from curation.service.server import RunningService, start_in_thread
 from curation.settings import Settings
+from curation.taxonomy import CATEGORIES
+from curation.thumbnails import decode_with_facts, signal_names
 from tests.images import write_images
 from tests.unit.test_client import client_for
 
@@ -30,18 +33,69 @@ def service() -> Iterator[RunningService]:
 
 
 @pytest.fixture(scope="module")
-def job(service: RunningService, tmp_path_factory: pytest.TempPathFactory) -> str:
+def folder(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("images")
-    names = write_images(folder, N)
+    write_images(folder, N)
     (folder / "broken.jpg").write_bytes(b"not an image")
-    items = [{"image_id": n, "url": (folder / n).as_uri(), "size": 1} for n in [*names, "broken.jpg"]]
+    return folder
+
+
+def _run(service: RunningService, folder, key: str, thumbnail_side: int | None = None) -> str:
+    items = [{"image_id": p.name, "url": p.as_uri(), "size": 1} for p in sorted(folder.iterdir())]
     with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
-        job_id = client.submit_job(items, idempotency_key="arrow-client")
+        job_id = client.submit_job(items, idempotency_key=key, thumbnail_side=thumbnail_side)
         deadline = time.monotonic() + 60
         while not client.job_status(job_id).finished:
             assert time.monotonic() < deadline, "job did not finish"
             time.sleep(0.05)
     return job_id
+
+
+@pytest.fixture(scope="module")
+def job(service: RunningService, folder) -> str:
+    return _run(service, folder, "arrow-client")
+
+
+def test_a_job_without_a_thumbnail_side_has_no_file_columns(service: RunningService, job: str) -> None:
+    with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
+        [table] = list(client.iter_result_tables(job))
+    assert table.schema == page_schema(CATEGORIES, table.schema.field("embedding").type.list_size)
+    assert "thumbnail" not in table.column_names
+
+
+def test_a_thumbnail_side_brings_facts_and_thumbnails_in_the_pages(service: RunningService, folder) -> None:
+    job_id = _run(service, folder, "arrow-client-files", thumbnail_side=256)
+    with InferenceClient(service.url, SecretStr(KEY), Settings()) as client:
+        tables = list(client.iter_result_tables(job_id, page_size=16))
+        assert client.submit_job([], idempotency_key="arrow-client-files", thumbnail_side=256) == job_id
+    assert [t.num_rows for t in tables] == [16, 16, 2]
+    table = pa.concat_tables(tables)
+    fields = file_fields(signal_names())
+    assert table.schema.names[-len(fields):] == [f.name for f in fields]
+    assert [table.schema.field(f.name).type for f in fields] == [f.type for f in fields]
+    for row in table.to_pylist():
+        made = decode_with_facts((folder / row["image_id"]).read_bytes(), 256)
+        assert row["thumbnail"] == made.thumbnail
+        assert {f.name: row[f.name] for f in fields if f.name != "thumbnail"} == {
+            f.name: made.facts.get(f.name) for f in fields if f.name != "thumbnail"
+        }
+    assert (table["thumbnail"].null_count, table["width"].null_count, table["content_hash"].null_count) == (1, 1, 0)
+
+
+def test_submit_job_sends_the_thumbnail_side_and_key_only_when_given() -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(202, json={"job_id": "j"})
+
+    client = client_for(handler)
+    items = [{"image_id": "a", "url": "http://x/a.jpg", "size": 1}]
+    assert client.submit_job(items, idempotency_key="k") == "j"
+    assert client.submit_job(items, thumbnail_side=128) == "j"
+    first, second = (json.loads(r.content) for r in requests)
+    assert first == {"items": items} and requests[0].headers["idempotency-key"] == "k"
+    assert second == {"items": items, "thumbnail_side": 128} and "idempotency-key" not in requests[1].headers
 
 
 def test_arrow_pages_match_the_json_pages(service: RunningService, job: str) -> None:

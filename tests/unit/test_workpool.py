@@ -70,12 +70,12 @@ def test_thumbnail_rows_in_workers_equal_in_thread(tmp_path):
 
 def test_service_predictions_in_workers_equal_in_thread():
     model = CpuModel()
-    work = [(model, jpeg_bytes(i, (200, 150)), model.input_side) for i in range(20)]
-    work.insert(7, (model, b"not an image", model.input_side))
-    pooled = workpool.run_batch(predict_batch, work, lambda item, reason: (None, reason), settings=POOLED)
+    work = [(model, jpeg_bytes(i, (200, 150)), model.input_side, None) for i in range(20)]
+    work.insert(7, (model, b"not an image", model.input_side, None))
+    pooled = workpool.run_batch(predict_batch, work, lambda item, reason: (None, reason, None, None), settings=POOLED)
     in_thread = predict_batch(work)
     assert len(pooled) == len(in_thread) == 21
-    for (p, e), (q, f) in zip(pooled, in_thread, strict=True):
+    for (p, e, *_), (q, f, *_) in zip(pooled, in_thread, strict=True):
         assert e == f
         if p is None:
             assert q is None and e == "not a recognised image format"
