@@ -14,13 +14,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from PIL import Image
 from pydantic import SecretStr
 
 from curation import Curation, LocalStorageConfig, registry
 from curation.client import InferenceClient
 from curation.paths import dataset_paths
+from curation.result_pages import file_fields
+from curation.settings import Settings
 from curation.shard_jobs import read_jobs
+from curation.thumbnails import decode_with_facts, signal_names
 
 KEY = "restart-test-key"
 COUNT = 200
@@ -104,3 +108,44 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
     assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
     embeddings = pl.read_parquet(dataset_paths(run_settings.data_root, record.id).embeddings)
     assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
+
+
+def test_a_restarted_service_returns_the_journalled_facts_and_thumbnails(tmp_path):
+    """Results journalled before a SIGKILL keep their file facts and thumbnails; the rest get theirs after it."""
+    rng = np.random.default_rng(1)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(images / f"img_{i:02d}.png")
+    (images / "broken.png").write_bytes(b"not an image")
+    items = [{"image_id": p.name, "url": p.as_uri(), "size": 1} for p in sorted(images.iterdir())]
+    port, state, log = free_port(), tmp_path / "service-state", tmp_path / "service.log"
+    service = start_service(port, state, log)
+    url = f"http://127.0.0.1:{port}"
+    client_settings = Settings(transient_budget_s=60)
+    try:
+        with InferenceClient(url, SecretStr(KEY), client_settings) as client:
+            job_id = client.submit_job(items, idempotency_key="files-restart", thumbnail_side=128)
+            for _ in range(600):
+                if client.job_status(job_id).done >= 16:
+                    break
+                time.sleep(0.02)
+            before = client.job_status(job_id).done
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait()
+            service = start_service(port, state, log)
+            for _ in range(600):
+                if client.job_status(job_id).finished:
+                    break
+                time.sleep(0.05)
+            table = pa.concat_tables(client.iter_result_tables(job_id))
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+    assert before >= 16  # these results came back from the journal
+    assert sorted(table["image_id"].to_pylist()) == [i["image_id"] for i in items]
+    fields = [f.name for f in file_fields(signal_names()) if f.name != "thumbnail"]
+    for row in table.to_pylist():
+        made = decode_with_facts((images / row["image_id"]).read_bytes(), 128)
+        assert row["thumbnail"] == made.thumbnail, row["image_id"]
+        assert {n: row[n] for n in fields} == {n: made.facts.get(n) for n in fields}, row["image_id"]
+    assert table["thumbnail"].null_count == 1 and table["content_hash"].null_count == 0
