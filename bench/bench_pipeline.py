@@ -174,11 +174,16 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
     """Per-image CPU cost (ms, one thread, this process) of each step the pipeline does per image, vs the floor's."""
     import hashlib
 
-    from curation.imaging import decode_image
+    import tempfile
+
+    from curation.imaging import at_min_side, decode_image
     from curation.models.registry import load_backend
     from curation.quality import image_signals
     from curation.service.jobs import MODEL_SIDE
     from curation.settings import Settings
+    from curation.thumbnails import write_thumbnail
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-steps-"))
 
     backend = load_backend(Settings().model, Settings())
     side = getattr(backend, "input_side", MODEL_SIDE)  # as the service decodes: draft mode to the model's input side
@@ -194,18 +199,21 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
     for path, data in zip(paths, datas):
         timed("floor: decode+thumbnail+encode", lambda: _floor_one(str(path)))
         timed("(context) Pillow default Image.thumbnail", lambda: _pillow_default_one(str(path)))
-        timed("thumbnail: read + sha256", lambda: hashlib.sha256(path.read_bytes()).hexdigest())
-        dec = timed("thumbnail: decode (draft, 1st)", lambda: decode_image(data, min_side=THUMB))
-        timed("thumbnail: image_signals", lambda: image_signals(dec.image, dec.width, dec.height))
+        timed("service: read + sha256", lambda: hashlib.sha256(path.read_bytes()).hexdigest())
+        dec = timed("service: decode (draft, once)", lambda: decode_image(data, min_side=THUMB))
+        timed("service: image_signals", lambda: image_signals(dec.image, dec.width, dec.height))
 
-        def encode() -> None:
+        def encode() -> bytes:
             thumb = dec.image.copy()
             thumb.thumbnail((THUMB, THUMB))
-            thumb.save(io.BytesIO(), format="JPEG", quality=85)
+            out = io.BytesIO()
+            thumb.save(out, format="JPEG", quality=85)
+            return out.getvalue()
 
-        timed("thumbnail: resize + encode", encode)
-        img = timed("service: decode (draft, 2nd)", lambda: decode_image(data, min_side=side).image)
+        jpeg = timed("service: thumbnail resize + encode", encode)
+        img = timed("service: reduce to the model's side", lambda: at_min_side(dec, side))
         timed("service: model predict", lambda: backend.predict([img]))
+        timed("pipeline: write thumbnail file", lambda: write_thumbnail(scratch / "t.jpg", jpeg))
     return {k: 1000 * v / len(paths) for k, v in costs.items()}
 
 
@@ -346,6 +354,31 @@ def run_prefect(settings, config, name: str) -> str:  # noqa: ANN001
     return Curation(settings=settings).curate_dataset(name, config, wait=True)
 
 
+def _plain_one_decode(pipeline, settings, config, dataset_id: str, parts, mark) -> int:  # noqa: ANN001
+    """Submit every shard, then poll and store each shard's results (in a thread pool) as its job completes."""
+    for i, shard in enumerate(parts):
+        pipeline.submit_shard(config, settings, dataset_id, i, shard)
+    mark("sign+submit")
+    polls, storing = 0, {}
+    with ThreadPoolExecutor(max_workers=settings.thumbnail_workers) as pool:
+        while True:
+            status = pipeline.check_job(dataset_id, settings)
+            polls += 1
+            if status.lost:
+                raise RuntimeError(f"shards lost: {status.reasons}")
+            for shard, job_id in pipeline.shards_to_store(dataset_id, settings):
+                if (shard, job_id) not in storing:
+                    storing[shard, job_id] = pool.submit(pipeline.store_shard_results, config, settings, dataset_id, shard)
+            if status.status == "Completed":
+                break
+            time.sleep(settings.poll_interval_s)
+        mark("poll saw job finished")
+        for future in storing.values():
+            future.result()
+    mark("shards stored")
+    return polls
+
+
 def run_plain(settings, config, name: str, marks: dict[str, float] | None = None) -> str:  # noqa: ANN001
     """The curate-dataset and track-curation flows as plain calls of the functions their tasks wrap.
 
@@ -372,48 +405,52 @@ def run_plain(settings, config, name: str, marks: dict[str, float] | None = None
         mark("register")
         parts = pipeline.shards(report.accepted, settings.shard_size)
         per_shard = hasattr(pipeline, "submit_shard")  # one inference job per shard (else one job per dataset)
-        with ThreadPoolExecutor(max_workers=settings.thumbnail_workers) as pool:
-            futures = [
-                pool.submit(pipeline.make_thumbnail_shard, config, settings, record.id, i, shard)
-                for i, shard in enumerate(parts)
-            ]
+        if hasattr(pipeline, "store_shard_results"):  # one decode: the service makes thumbnails, shards stored as done
+            marks["polls"] = _plain_one_decode(pipeline, settings, config, record.id, parts, mark)
+            written = pipeline.write_dataset_results(record.id, settings, config)
+        else:  # earlier designs, for comparing revisions with --ref
+            with ThreadPoolExecutor(max_workers=settings.thumbnail_workers) as pool:
+                futures = [
+                    pool.submit(pipeline.make_thumbnail_shard, config, settings, record.id, i, shard)
+                    for i, shard in enumerate(parts)
+                ]
+                if per_shard:
+                    for i, shard in enumerate(parts):
+                        pipeline.submit_shard(config, settings, record.id, i, shard)
+                    mark("sign+submit")
+                else:
+                    items = pipeline.sign_items(config, settings, report.accepted)
+                    mark("sign")
+                    with connect(settings) as client:
+                        pipeline.submit_images(client, record.id, items, settings)
+                    mark("submit")
+                for f in futures:
+                    f.result()
+                mark("thumbnails done")
+            polls = 0
+            while True:
+                if per_shard:
+                    status = pipeline.check_job(record.id, settings)
+                    if status.lost:
+                        raise RuntimeError(f"shards lost: {status.reasons}")
+                else:
+                    with connect(settings) as client:
+                        status = pipeline.check_job(client, record.id, settings)
+                polls += 1
+                if status.finished:
+                    break
+                time.sleep(settings.poll_interval_s)
+            mark("poll saw job finished")
+            marks["polls"] = polls
+            if status.status != "Completed":
+                raise RuntimeError(f"jobs ended {status.status}: {getattr(status, 'reason', None)}")
             if per_shard:
-                for i, shard in enumerate(parts):
-                    pipeline.submit_shard(config, settings, record.id, i, shard)
-                mark("sign+submit")
-            else:
-                items = pipeline.sign_items(config, settings, report.accepted)
-                mark("sign")
-                with connect(settings) as client:
-                    pipeline.submit_images(client, record.id, items, settings)
-                mark("submit")
-            for f in futures:
-                f.result()
-            mark("thumbnails done")
-        polls = 0
-        while True:
-            if per_shard:
-                status = pipeline.check_job(record.id, settings)
-                if status.lost:
-                    raise RuntimeError(f"shards lost: {status.reasons}")
+                written = pipeline.write_dataset_results(record.id, settings)
             else:
                 with connect(settings) as client:
-                    status = pipeline.check_job(client, record.id, settings)
-            polls += 1
-            if status.finished:
-                break
-            time.sleep(settings.poll_interval_s)
-        mark("poll saw job finished")
-        marks["polls"] = polls
-        if status.status != "Completed":
-            raise RuntimeError(f"jobs ended {status.status}: {getattr(status, 'reason', None)}")
-        if per_shard:
-            written = pipeline.write_dataset_results(record.id, settings)
-        else:
-            with connect(settings) as client:
-                updated = client._request("GET", f"/v1/jobs/{status.job_id}")["updated"]  # when the service finished
-                marks["service finished job"] = datetime.fromisoformat(updated).timestamp() - t0_wall
-                written = pipeline.write_dataset_results(client, record.id, settings)
+                    updated = client._request("GET", f"/v1/jobs/{status.job_id}")["updated"]  # when the service finished
+                    marks["service finished job"] = datetime.fromisoformat(updated).timestamp() - t0_wall
+                    written = pipeline.write_dataset_results(client, record.id, settings)
         mark("results written")
         if written.failed < written.images:
             dataset_analytics.analyse_dataset(settings.data_root, record.id)
@@ -473,7 +510,11 @@ def _classify(stack: tuple[tuple[str, str, int], ...]) -> str:
         return "idle (blocked on lock/queue/select)"
     if has("jobs.py", "predict_batch"):  # the service's batch, in a worker process or in its thread
         if has("imaging.py", "decode_image"):
-            return "decode: service (2nd decode)"
+            return "decode: service (2nd decode)" if not has("thumbnails.py", "decode_with_facts") else "decode: service (once)"
+        if has("quality.py", "image_signals"):
+            return "features: quality signals + phash"
+        if has("thumbnails.py", "decode_with_facts"):
+            return "thumbnail: sha256 + resize + JPEG encode"
         if "curation/models/" in joined:
             return "features: model predict"
         return "service: batch bookkeeping"
@@ -495,6 +536,8 @@ def _classify(stack: tuple[tuple[str, str, int], ...]) -> str:
         return "thumbnail: resize + JPEG encode + write"
     if has("thumbnails.py", "thumbnail_rows"):
         return "I/O: thumbnail read_bytes" if has("storage.py", "read_bytes") or "read_bytes" in text else "thumbnail: other"
+    if has("shard_results.py"):
+        return "results: store shard (thumbnail files, Parquet)" if not ("httpx" in joined or "client.py" in joined) else "results: client fetch (Arrow)"
     if has("app.py", "job_results") or ("jobs.py", "as_json") in funcs:
         return "results: service JSON encode"
     if has("results.py") and ("httpx" in joined or "client.py" in joined):
@@ -601,7 +644,8 @@ _CPROFILE_KEYS = {
     "decode_image (both decodes)": ("imaging.py", "decode_image"),
     "JobRunner._load (service fetch+decode)": ("jobs.py", "_load"),
     "CpuModel.predict (features)": ("cpu.py", "predict"),
-    "make_thumbnail (decode+signals+encode)": ("thumbnails.py", "make_thumbnail"),
+    "decode_with_facts (decode+signals+encode)": ("thumbnails.py", "decode_with_facts"),
+    "store_shard (thumbnail files, Parquet)": ("shard_results.py", "store_shard"),
     "image_signals (quality+phash)": ("quality.py", "image_signals"),
     "fetch_bytes (service I/O)": ("fetch.py", "fetch_bytes"),
     "write_results (results Parquet)": ("results.py", "write_results"),

@@ -58,7 +58,12 @@ class DatasetPaths:
         return self.work / "listing.parquet"
 
     def thumbnail_shard(self, shard: int) -> Path:
+        """A shard's files and quality signals; its presence means the shard's results are stored."""
         return self.work / f"thumbnails-{shard:05d}.parquet"
+
+    def results_shard(self, shard: int) -> Path:
+        """A shard's tags, errors and embeddings as the service returned them (curation/shard_results.py)."""
+        return self.work / f"results-{shard:05d}.parquet"
 
     @property
     def shard_jobs(self) -> Path:

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import registry, shard_jobs
+from curation import registry, shard_jobs, shard_results
 from curation.client import (
     InferenceClient,
     JobNotFound,
     NoReplicaAvailable,
     Replica,
-    ServiceError,
     TransientServiceError,
     connect,
     replicas,
 )
 from curation.ids import image_id_for
 from curation.memory import release_free_memory
-from curation.parquet_io import rows_to_table, shard_schema, write_table
+from curation.parquet_io import write_table
 from curation.paths import DatasetPaths, dataset_paths
 from curation.registry import Counts, DatasetRecord, DatasetType, Status
 from curation.results import WrittenCounts, write_results
@@ -31,7 +29,6 @@ from curation.settings import Settings
 from curation.shard_jobs import Progress, ShardJob, ShardLost, SubmittedShard, content_hash
 from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage, sas_expiry
 from curation.taxonomy import DEFAULT_TAXONOMY
-from curation.thumbnails import signal_names, thumbnail_rows
 from curation.validation import ValidationReport, require_enough, validate_listing
 
 StorageConfig = LocalStorageConfig | AzureStorageConfig
@@ -137,7 +134,7 @@ def submit_shard(
     for replica in shard_jobs.candidates(replicas(settings), shard, attempt, set(avoid)):
         try:
             with connect(settings, replica) as client:
-                job_id = client.submit_job(items, idempotency_key=key)
+                job_id = client.submit_job(items, idempotency_key=key, thumbnail_side=settings.thumbnail_size)
         except TransientServiceError as exc:  # down for the whole transient budget: the next replica takes it
             unreachable.append(f"{replica.name}: {exc}")
             continue
@@ -175,20 +172,45 @@ def storage_of(record: DatasetRecord) -> StorageConfig:
     return AzureStorageConfig(**{k: d.get(k) for k in keys})
 
 
-def make_thumbnail_shard(
-    config: StorageConfig, settings: Settings, dataset_id: str, shard: int, blobs: list[BlobInfo]
-) -> int:
-    """Thumbnails and file facts for one shard, saved as a shard file; a finished shard is not redone."""
+def store_shard_results(config: StorageConfig | None, settings: Settings, dataset_id: str, shard: int) -> int:
+    """Store a completed shard job's results: thumbnails, file facts and signals, tags and embeddings; the service
+    then forgets the job. A stored shard is not redone; returns the images stored (0 when already stored).
+
+    `config` is only read when the service returns no thumbnails (the shard's images are then decoded here); None
+    means the dataset's own storage with credentials from the settings. Raises ShardLost when the job's replica
+    cannot answer for it (the shard is marked lost for the tracker to re-submit)."""
     paths = dataset_paths(settings.data_root, dataset_id)
-    target = paths.thumbnail_shard(shard)
-    if target.exists():
-        return 0
-    storage = open_storage(config, settings)
-    rows = thumbnail_rows(
-        blobs, storage.read_bytes, paths.thumbnail, settings.data_root, settings.thumbnail_size, settings.read_concurrency
-    )
-    write_table(target, rows_to_table(rows, shard_schema(signal_names())))
-    return len(rows)
+    job = shard_jobs.load_job(paths, shard)
+    if job is None or job.status != shard_jobs.COMPLETED:
+        raise ValueError(f"shard {shard} of dataset {dataset_id} has no completed job to store")
+    replica = {r.name: r for r in replicas(settings)}.get(job.replica)
+    if replica is None:
+        shard_jobs.lose(paths, job, f"replica {job.replica} is no longer configured")
+        raise ShardLost(f"shard {shard}'s replica {job.replica} is no longer configured")
+
+    def read_bytes(name: str) -> bytes:
+        storage = open_storage(config or storage_of(registry.load(settings.data_root, dataset_id)), settings)
+        return storage.read_bytes(name)
+
+    local = shard_results.local_thumbnail_rows(read_bytes, paths, settings.thumbnail_size, settings.read_concurrency)
+    with connect(settings, replica) as client:
+        return shard_results.store_shard(paths, job, client, settings.results_page_size, local)
+
+
+def settings_for_workers(settings: Settings) -> Settings:
+    """The settings a task in another process (a Dask worker) needs to reach this run's replicas: with no service
+    configured, the embedded service's loopback URL and key (another process would start its own, which knows no
+    job). Travels only as a task parameter, never cached or persisted."""
+    if settings.service_urls:
+        return settings
+    [embedded] = replicas(settings)
+    return settings.model_copy(update={"service_url": embedded.url, "api_key": embedded.api_key})
+
+
+def shards_to_store(dataset_id: str, settings: Settings) -> list[tuple[int, str]]:
+    """(shard, job id) of each shard whose job has Completed and whose results are not stored yet."""
+    paths = dataset_paths(settings.data_root, dataset_id)
+    return [(j.shard, j.job_id) for j in shard_results.unstored(paths, shard_jobs.read_jobs(paths))]
 
 
 def check_job(dataset_id: str, settings: Settings) -> Progress:
@@ -253,34 +275,20 @@ class _Clients:
             client.close()
 
 
-def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
-    """Write the results Parquet from every shard job's pages, streamed one page at a time, and record counts and
-    models; the status changes in `complete_dataset`. A job whose replica went away is marked lost (ShardLost)."""
+def write_dataset_results(dataset_id: str, settings: Settings, config: StorageConfig | None = None) -> WrittenCounts:
+    """Write the results Parquet from every shard's stored results, and record counts and models; the status
+    changes in `complete_dataset`. A completed shard not stored yet is stored first (ShardLost when its replica
+    cannot answer for it: the shard is then marked lost for the tracker to re-submit)."""
     paths: DatasetPaths = dataset_paths(settings.data_root, dataset_id)
     record = registry.load(settings.data_root, dataset_id)
     jobs = shard_jobs.read_jobs(paths)
     if not jobs:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
-    configured = {r.name: r for r in replicas(settings)}
-    info: dict[str, Any] = {}
-    release_free_memory()  # what thumbnails and inference freed, before the whole-dataset steps
-    with _Clients(settings) as clients:
-
-        def pages() -> Iterator[pa.Table]:  # Arrow pages: no embedding becomes Python floats
-            for job in jobs:
-                replica = configured.get(job.replica)
-                try:
-                    if replica is None:
-                        raise ShardLost(f"replica {job.replica} is no longer configured")
-                    client = clients.get(replica)
-                    info.update(info or client.model_info())
-                    yield from client.iter_result_tables(job.job_id, settings.results_page_size)
-                except (TransientServiceError, JobNotFound, ShardLost) as exc:
-                    shard_jobs.lose(paths, job, f"results unreadable on {job.replica}: {exc}")
-                    raise ShardLost(f"shard {job.shard}'s results are unreadable on {job.replica}: {exc}") from None
-
-        written = write_results(paths, pages(), DEFAULT_TAXONOMY)
-        _release_jobs(clients, configured, jobs)
+    for job in shard_results.unstored(paths, jobs):
+        store_shard_results(config, settings, dataset_id, job.shard)
+    release_free_memory()  # what inference and storing freed, before the whole-dataset steps
+    written = write_results(paths, shard_results.stored_pages(paths), DEFAULT_TAXONOMY)
+    info = shard_results.stored_models(paths)
     counts = record.counts.model_copy(update={"processed": written.images - written.failed, "failed": written.failed})
     registry.update(
         settings.data_root,
@@ -290,18 +298,6 @@ def write_dataset_results(dataset_id: str, settings: Settings) -> WrittenCounts:
         embedding_model=info.get("embedding_model") or record.embedding_model,
     )
     return written
-
-
-def _release_jobs(clients: _Clients, configured: dict[str, Replica], jobs: list[ShardJob]) -> None:
-    """The results are stored: let each replica forget its jobs (best effort; it forgets them later anyway)."""
-    for job in jobs:
-        replica = configured.get(job.replica)
-        if replica is None:
-            continue
-        try:
-            clients.get(replica).release_job(job.job_id)
-        except ServiceError as exc:
-            logger.warning("replica %s kept job %s: %s", job.replica, job.job_id, exc)
 
 
 def complete_dataset(dataset_id: str, settings: Settings) -> DatasetRecord:

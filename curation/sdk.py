@@ -79,12 +79,11 @@ class Curation:
             DatasetTooSmall: too few acceptable images; no dataset is created.
         """
         from flows.curate_dataset import curate_dataset
-        from flows.runners import prefect_api_for, task_runner_for
+        from flows.runners import prefect_api_for
 
-        flow = curate_dataset.with_options(task_runner=task_runner_for(self.settings))
-        with use_settings(self.settings), prefect_api_for(self.settings):
+        with use_settings(self.settings), prefect_api_for(self.settings):  # the settings choose the task runner
             try:
-                return flow(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
+                return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
             except DatasetFailed as failed:  # the flow run is Failed; the dataset's record says why
                 return failed.dataset_id
 

@@ -1,11 +1,10 @@
-"""Flow `curate-dataset`: list, validate, register, make thumbnails, sign and submit each shard, then track to the end."""
+"""Flow `curate-dataset`: list, validate, register, sign and submit each shard, then track (and store) to the end."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from prefect import flow
-from prefect.futures import wait
 from pydantic import Field
 
 from curation.pipeline import shards
@@ -20,7 +19,6 @@ from tasks.curation_tasks import (
     StorageConfig,
     check_service,
     list_images,
-    make_thumbnails,
     mark_failed,
     register_dataset,
     reopen_dataset,
@@ -30,7 +28,7 @@ from tasks.curation_tasks import (
 )
 
 
-@flow(name="curate-dataset", task_runner=task_runner_for(get_settings()))
+@flow(name="curate-dataset")
 @secrets_from_blocks
 def curate_dataset(
     name: Annotated[str, Field(description="Display name of the new dataset")],
@@ -65,26 +63,21 @@ def curate_dataset(
 
 
 def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[BlobInfo], wait_for_completion: bool) -> None:
-    """Thumbnails, signing, submission and tracking of a registered dataset's listed images, inside a flow run.
+    """Signing, submission and tracking of a registered dataset's listed images, inside a flow run.
 
-    Each shard is its own inference job, round-robin over the replicas. Reused by curate-new-blobs for the images a
-    new version adds. Marks the dataset Failed on any error."""
+    Each shard is its own inference job, round-robin over the replicas; the service decodes each image once and
+    returns its thumbnail with its tags. The tracking stores each shard's results as its job completes, on the
+    task runner the settings ask for (threads, or Dask). Reused by curate-new-blobs for the images a new version
+    adds. Marks the dataset Failed on any error."""
     try:
         settings = get_settings()
         mark_processing(record.id)
-        parts = shards(accepted, settings.shard_size)
-        # Thumbnails start first and run in the pool while the service does inference; finished shards are cached.
-        futures = [make_thumbnails.submit(storage, settings, record.id, i, blobs) for i, blobs in enumerate(parts)]
         down: tuple[str, ...] = ()
-        for i, blobs in enumerate(parts):  # in this thread, in order: inference starts with the first shard
+        for i, blobs in enumerate(shards(accepted, settings.shard_size)):  # in order: inference starts at once
             submitted = submit_shard(storage, settings, record.id, i, blobs, avoid=down)
             down = tuple(sorted({*down, *submitted.unreachable}))  # later shards skip a replica found down
-        done = wait(futures)
-        errors = [f.state.message for f in done.done if not f.state.is_completed()]
-        if errors:
-            raise RuntimeError(f"{len(errors)} thumbnail shard(s) failed: {errors[0]}")
         if wait_for_completion:
-            track_curation(record.id, tracing=True, storage=storage)
+            track_curation.with_options(task_runner=task_runner_for(settings))(record.id, tracing=True, storage=storage)
     except DatasetFailed:
         raise  # already marked Failed and reported by the tracking
     except BaseException as exc:

@@ -45,7 +45,7 @@ NETWORK = {
     "list-images": {"retries": 2, "retry_delay_seconds": 10, "timeout_seconds": 3600},
     "check-service": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": 2 * _REQUEST_S + 60},
     "submit-shard": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": _REPLICAS * _REQUEST_S + 120},
-    "make-thumbnails": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": 600 + 10 * _S.shard_size},
+    "store-shard": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": _REPLICAS * _REQUEST_S + 600 + 10 * _S.shard_size},
     "poll-jobs": {"retries": 1, "retry_delay_seconds": _S.poll_interval_s, "timeout_seconds": _REPLICAS * _REQUEST_S + 600},
     "write-results": {"retries": 2, "retry_delay_seconds": 5, "timeout_seconds": 6 * 3600},
 }
@@ -58,13 +58,17 @@ def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Dataset id, shard index, the shard's content and its attempt: never the storage config or the settings.
+    """Dataset id, shard index, the shard's content and its attempt (store-shard: its job id): never the storage
+    config or the settings.
 
-    A cached result is trusted only while the file it stands for (the shard's thumbnails table or job) is in the
+    A cached result is trusted only while the file it stands for (the shard's job, or its stored results) is in the
     data root: when it is gone, a fresh key makes the task run again."""
     shard = f"{parameters['shard']:05d}"
-    attempt = f"a{parameters.get('attempt', 0)}"
-    key = "-".join([context.task.name, parameters["dataset_id"], shard, content_hash(parameters["blobs"]), attempt])
+    if context.task.name == "store-shard":
+        identity = parameters["job_id"]
+    else:
+        identity = f"{content_hash(parameters['blobs'])}-a{parameters.get('attempt', 0)}"
+    key = "-".join([context.task.name, parameters["dataset_id"], shard, identity])
     paths = dataset_paths(parameters["settings"].data_root, parameters["dataset_id"])
     output = paths.shard_job if context.task.name == "submit-shard" else paths.thumbnail_shard
     if not output(parameters["shard"]).exists() and context.result_store.exists(key):
@@ -150,13 +154,16 @@ def submit_shard(
     return submitted
 
 
-@task(name="make-thumbnails", **NETWORK["make-thumbnails"], **SHARD_CACHE)
-def make_thumbnails(
-    config: StorageConfig, settings: Settings, dataset_id: str, shard: int, blobs: list[BlobInfo]
-) -> int:
-    """Make one shard's thumbnails (decoding each image once) and record its file facts."""
+@task(name="store-shard", **NETWORK["store-shard"], retry_condition_fn=_not_a_service_error, **SHARD_CACHE)
+def store_shard(config: StorageConfig | None, settings: Settings, dataset_id: str, shard: int, job_id: str) -> int:
+    """Store one completed shard job's results (thumbnails, file facts, tags, embeddings) while other shards run.
+
+    job_id names the shard's current job, so a re-submitted shard is a new task (the cache key); a stored shard is
+    not redone."""
     # Settings come in as a parameter, not from get_settings(): the task may run in another process (Dask).
-    return pipeline.make_thumbnail_shard(config, settings, dataset_id, shard, blobs)
+    stored = pipeline.store_shard_results(config, settings, dataset_id, shard)
+    get_run_logger().info("shard %d (job %s): %d images stored", shard, job_id, stored)
+    return stored
 
 
 @task(name="poll-jobs", **NETWORK["poll-jobs"], retry_condition_fn=_not_a_service_error, **PRIVATE)
@@ -172,9 +179,9 @@ def poll_jobs(dataset_id: str) -> Progress:
 
 
 @task(name="write-results", **NETWORK["write-results"], retry_condition_fn=_not_a_service_error, **PRIVATE)
-def write_results(dataset_id: str) -> WrittenCounts:
-    """Write files, metadata and embeddings Parquet from every shard job's results, in pages."""
-    written = pipeline.write_dataset_results(dataset_id, get_settings())
+def write_results(dataset_id: str, config: StorageConfig | None = None) -> WrittenCounts:
+    """Write files, metadata and embeddings Parquet from every shard's stored results (storing any not stored)."""
+    written = pipeline.write_dataset_results(dataset_id, get_settings(), config)
     get_run_logger().info("dataset %s: results written, %d images, %d failed", dataset_id, written.images, written.failed)
     return written
 

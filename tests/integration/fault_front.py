@@ -37,6 +37,7 @@ class Call:
     at: float  # time.monotonic() when the request arrived
     action: str
     query: str = ""
+    path: str = ""
 
 
 @dataclass
@@ -62,7 +63,7 @@ class FaultFront:
             await self.app(scope, receive, send)
             return
         action = plan[len(calls)] if len(calls) < len(plan) else PASS
-        calls.append(Call(time.monotonic(), action, scope.get("query_string", b"").decode()))
+        calls.append(Call(time.monotonic(), action, scope.get("query_string", b"").decode(), path))
         await self._act(action, scope, receive, send)
 
     async def _act(self, action: str, scope: Scope, receive: Receive, send: Send) -> None:

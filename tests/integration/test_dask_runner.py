@@ -48,7 +48,7 @@ def test_curate_dataset_shards_run_on_both_dask_workers(tmp_path: Path, cluster)
     assert pl.read_parquet(paths.metadata).height == 35 and pl.read_parquet(paths.embeddings).height == 35
 
     # Evidence from the scheduler itself: which worker ran each shard task, in processes other than this one.
-    shard_runs = [t for t in stream.data if "thumbnails" in str(t["key"])]
+    shard_runs = [t for t in stream.data if "store_shard" in str(t["key"])]
     assert len(shard_runs) == 5, [t["key"] for t in stream.data]
     workers = {t["worker"] for t in shard_runs}
     assert workers == set(pids), workers

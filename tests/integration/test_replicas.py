@@ -154,7 +154,7 @@ class RefuseSubmissions:
 
 def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
     from prefect.results import ResultRecord
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
@@ -195,18 +195,18 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
     assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+        run_ids = [state.state_details.flow_run_id]  # the flow run and its track-curation subflow runs
+        run_ids += [r.id for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=run_ids)))]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)))
     states = {
         name: Counter(r.state.name for r in runs if r.name.startswith(name))
-        for name in ("submit-shard", "make-thumbnails", "register-dataset")
+        for name in ("submit-shard", "store-shard", "register-dataset")
     }
     # Each shard was submitted once: shards 0 and 1 in the first attempt (Cached in the retry), shard 2 failed
     # there, and shards 2-4 were submitted by the retry.
     assert states["submit-shard"] == Counter({"Completed": 5, "Cached": 2, "Failed": 1}), states
-    # Each shard's thumbnails were made once; those finished in the first attempt were Cached in the retry.
-    assert states["make-thumbnails"]["Completed"] == 5 and states["make-thumbnails"]["Cached"] >= 1, states
+    # Each shard's results were stored once, by the retry (the first attempt failed before tracking).
+    assert states["store-shard"] == Counter({"Completed": 5}), states
     assert states["register-dataset"] == Counter({"Completed": 1, "Cached": 1}), states
 
     # The persisted shard results are ids and counts: no key, no signed or file URL, no path.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
 import pytest
 
-from curation import Curation, LocalStorageConfig
+from curation import Curation, LocalStorageConfig, pipeline
 from curation.paths import dataset_paths
+from curation.settings import use_settings
 from tests.images import write_images
 
 
@@ -14,11 +17,17 @@ def test_stale_dataset_is_marked_failed_and_resumed(tmp_path, settings):
     write_images(tmp_path / "images", 40)
     config = LocalStorageConfig(path=tmp_path / "images")
     cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
-    dataset_id = cr.curate_dataset("interrupted", config, wait=False)  # as if the process died before tracking
+    dataset_id = cr.curate_dataset("interrupted", config, wait=False)  # as if the process died while tracking
     paths = dataset_paths(settings.data_root, dataset_id)
-    shard_files = sorted(paths.work.glob("thumbnails-*.parquet"))
-    assert len(shard_files) == 3  # 40 images in shards of 16
-    shard_files[-1].unlink()  # ...and died while writing the last shard
+    with use_settings(cr.settings):
+        for _ in range(600):  # the service finishes the three shard jobs (40 images in shards of 16)
+            if pipeline.check_job(dataset_id, cr.settings).completed == 3:
+                break
+            time.sleep(0.05)
+        for shard in (0, 1):  # ...the tracking stored two shards' results, then died
+            assert pipeline.store_shard_results(None, cr.settings, dataset_id, shard) == 16
+    shard_files = [paths.thumbnail_shard(i) for i in range(3)]
+    assert [p.exists() for p in shard_files] == [True, True, False]
     kept_mtimes = [p.stat().st_mtime_ns for p in shard_files[:-1]]
 
     assert [r.id for r in cr.stale_datasets(older_than_hours=0)] == [dataset_id]

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import curation_tasks as t
 
-NETWORK_TASKS = [t.list_images, t.check_service, t.submit_shard, t.make_thumbnails, t.poll_jobs, t.write_results]
+NETWORK_TASKS = [t.list_images, t.check_service, t.submit_shard, t.store_shard, t.poll_jobs, t.write_results]
 
 
 def test_network_tasks_declare_retries_delays_and_timeouts():
@@ -22,12 +22,12 @@ def test_network_tasks_declare_retries_delays_and_timeouts():
 
 def test_service_tasks_do_not_retry_service_errors():
     """The client already retried transient failures for its whole budget: a task retry would multiply it."""
-    for task in (t.check_service, t.submit_shard, t.poll_jobs, t.write_results):
+    for task in (t.check_service, t.submit_shard, t.store_shard, t.poll_jobs, t.write_results):
         assert task.retry_condition_fn is t._not_a_service_error, task.name
 
 
 def test_shard_tasks_are_cached_and_persisted_others_are_not():
-    for task in (t.submit_shard, t.make_thumbnails):
+    for task in (t.submit_shard, t.store_shard):
         assert task.cache_key_fn is t._shard_cache_key and task.persist_result is True, task.name
     for task in (t.list_images, t.check_service, t.poll_jobs, t.write_results, t.reopen_dataset, t.mark_failed):
         assert task.cache_policy is NO_CACHE and task.persist_result is False, task.name
@@ -36,7 +36,7 @@ def test_shard_tasks_are_cached_and_persisted_others_are_not():
 def test_shard_tasks_take_settings_as_a_parameter():
     import inspect
 
-    for task in (t.submit_shard, t.make_thumbnails):
+    for task in (t.submit_shard, t.store_shard):
         assert "settings" in inspect.signature(task.fn).parameters, task.name
 
 
@@ -80,6 +80,22 @@ def test_shard_cache_key_holds_ids_only_and_is_dropped_when_the_output_is_gone(t
     job.parent.mkdir(parents=True)
     job.write_text("{}")
     assert t._shard_cache_key(_context("submit-shard", {key}), params) == key
+
+
+def test_store_shard_cache_key_is_the_shards_job_and_is_dropped_when_the_stored_shard_is_gone(tmp_path):
+    from curation.paths import dataset_paths
+    from curation.settings import Settings
+
+    dataset = "6b07853ea0d81f32342580f4"
+    params = {"config": None, "settings": Settings(data_root=tmp_path), "dataset_id": dataset, "shard": 2, "job_id": "j1"}
+    key = t._shard_cache_key(_context("store-shard", set()), params)
+    assert key == f"store-shard-{dataset}-00002-j1"
+    assert t._shard_cache_key(_context("store-shard", set()), {**params, "job_id": "j2"}) != key  # a re-submission
+    assert t._shard_cache_key(_context("store-shard", {key}), params) == f"{key}-redo-run-2"  # nothing stored
+    stored = dataset_paths(tmp_path, dataset).thumbnail_shard(2)
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"")
+    assert t._shard_cache_key(_context("store-shard", {key}), params) == key
 
 
 def test_prefects_per_shard_thread_timeout_warning_is_filtered_and_nothing_else():

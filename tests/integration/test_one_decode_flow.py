@@ -1,0 +1,45 @@
+"""The pipeline reads no pixels: the service decodes each image once and returns its thumbnail and file facts with
+its tags; the flow stores them shard by shard."""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+from PIL import Image
+
+from curation import Curation, LocalStorageConfig
+from curation.paths import dataset_paths
+from curation.storage import LocalStorage
+from curation.thumbnails import decode_with_facts
+from tests.images import write_images
+
+
+def test_curation_reads_each_image_once_in_the_service(tmp_path, settings, monkeypatch):
+    names = write_images(tmp_path / "images", 33) + write_images(tmp_path / "images", 2, start=900, ext="png")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    reads: list[str] = []
+    original = LocalStorage.read_bytes
+    monkeypatch.setattr(LocalStorage, "read_bytes", lambda self, name: reads.append(name) or original(self, name))
+
+    cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
+    dataset_id = cr.curate_dataset("one decode", LocalStorageConfig(path=tmp_path / "images"), wait=True)
+
+    record = cr.get_dataset(dataset_id)
+    assert record.status.value == "Completed", record.failure_reason
+    assert reads == []  # the pipeline never read an image: the service fetched each one
+    files = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)
+    assert files.height == 36 and record.counts.failed == 1
+    broken = files.filter(pl.col("blob_name") == "broken.jpg").row(0, named=True)
+    assert broken["error"] == "not a recognised image format"
+    assert broken["thumbnail"] is None and broken["content_hash"] == hashlib.sha256(b"not a jpeg at all").hexdigest()
+    for row in files.filter(pl.col("error").is_null()).iter_rows(named=True):
+        data = (tmp_path / "images" / row["blob_name"]).read_bytes()
+        made = decode_with_facts(data, settings.thumbnail_size)
+        assert row["content_hash"] == made.facts["content_hash"]
+        assert (row["width"], row["height"], row["format"]) == (made.facts["width"], made.facts["height"], made.facts["format"])
+        assert (settings.data_root / row["thumbnail"]).read_bytes() == made.thumbnail
+        assert Image.open(settings.data_root / row["thumbnail"]).size == (160, 120)
+    assert {r["format"] for r in files.filter(pl.col("error").is_null()).iter_rows(named=True)} == {"jpeg", "png"}
+    analytics = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).analytics)
+    assert analytics.height == 36  # quality signals from the service feed the analytics
