@@ -371,7 +371,10 @@ def _plain_one_decode(pipeline, settings, config, dataset_id: str, parts, mark) 
                     storing[shard, job_id] = pool.submit(pipeline.store_shard_results, config, settings, dataset_id, shard)
             if status.status == "Completed":
                 break
-            time.sleep(settings.poll_interval_s)
+            if hasattr(pipeline, "wait_for_a_shard"):
+                pipeline.wait_for_a_shard(dataset_id, settings, settings.poll_interval_s)
+            else:
+                time.sleep(settings.poll_interval_s)
         mark("poll saw job finished")
         for future in storing.values():
             future.result()

@@ -91,6 +91,10 @@ def _result_page(response: httpx.Response) -> tuple[pa.Table, int | None]:
     return result_pages.from_items(body["items"]), body["next_offset"]
 
 
+def _job_status(body: dict[str, Any]) -> JobStatus:
+    return JobStatus(body["job_id"], body["status"], body["total"], body["done"], body["failed"], body.get("reason"))
+
+
 class InferenceClient:
     """Talks to the inference service. Transient failures are retried with backoff for a bounded time."""
 
@@ -115,16 +119,16 @@ class InferenceClient:
         self.close()
 
     def _request(
-        self, method: str, path: str, parse: Callable[[httpx.Response], Any] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[httpx.Response], Any] | None = None,
+        retrying: bool = True,
+        **kwargs: Any,
     ) -> Any:
-        """One call under the retry policy; `parse` reads a 2xx response (default: its JSON, or None when empty)."""
+        """One call under the retry policy (without it: a single attempt); `parse` reads a 2xx response (default:
+        its JSON, or None when empty)."""
 
-        @retry(
-            retry=retry_if_exception(lambda e: isinstance(e, TransientServiceError)),
-            wait=_wait,
-            stop=stop_after_delay(self._budget),
-            reraise=True,
-        )
         def attempt() -> Any:
             try:
                 response = self._http.request(method, path, **kwargs)
@@ -144,7 +148,15 @@ class InferenceClient:
                 return parse(response)
             return response.json() if response.content else None
 
-        return attempt()
+        if not retrying:
+            return attempt()
+        policy = retry(
+            retry=retry_if_exception(lambda e: isinstance(e, TransientServiceError)),
+            wait=_wait,
+            stop=stop_after_delay(self._budget),
+            reraise=True,
+        )
+        return policy(attempt)()
 
     def submit_job(
         self, items: list[dict[str, Any]], idempotency_key: str | None = None, thumbnail_side: int | None = None
@@ -163,7 +175,15 @@ class InferenceClient:
 
     def job_status(self, job_id: str) -> JobStatus:
         body = self._request("GET", f"/v1/jobs/{job_id}")
-        return JobStatus(body["job_id"], body["status"], body["total"], body["done"], body["failed"], body.get("reason"))
+        return _job_status(body)
+
+    def wait_for_job(self, job_id: str, wait_s: float) -> JobStatus:
+        """A long poll: the job's status as soon as it ends, or after wait_s while it still runs.
+
+        One request, no retries (the tracker's next poll retries); a service without long polls answers at once."""
+        timeout = httpx.Timeout(self._http.timeout.read + wait_s if self._http.timeout.read else None)
+        body = self._request("GET", f"/v1/jobs/{job_id}", retrying=False, params={"wait_s": wait_s}, timeout=timeout)
+        return _job_status(body)
 
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
         """Results in pages, so memory stays bounded whatever the job size."""

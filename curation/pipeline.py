@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import polars as pl
@@ -15,6 +16,7 @@ from curation.client import (
     JobNotFound,
     NoReplicaAvailable,
     Replica,
+    ServiceError,
     TransientServiceError,
     connect,
     replicas,
@@ -254,6 +256,26 @@ def check_job(dataset_id: str, settings: Settings) -> Progress:
         counts = record.counts.model_copy(update={"processed": progress.done - progress.failed, "failed": progress.failed})
         registry.update(settings.data_root, dataset_id, counts=counts)
     return progress
+
+
+def wait_for_a_shard(dataset_id: str, settings: Settings, timeout_s: float) -> None:
+    """Wait up to timeout_s, returning early when the first unfinished shard job ends (a long poll on its replica),
+    so the tracker stores each shard as it completes instead of a poll interval later.
+
+    Never raises: an error, or a service that answers at once, waits out the rest of timeout_s; the tracker's next
+    poll deals with a replica that is down."""
+    deadline = time.monotonic() + timeout_s
+    jobs = shard_jobs.read_jobs(dataset_paths(settings.data_root, dataset_id))
+    first = next((j for j in jobs if j.status == shard_jobs.PROCESSING), None)
+    replica = {r.name: r for r in replicas(settings)}.get(first.replica) if first else None
+    if replica is not None:
+        try:
+            with connect(settings, replica) as client:
+                if client.wait_for_job(first.job_id, timeout_s).finished:
+                    return
+        except ServiceError:
+            pass
+    time.sleep(max(0.0, deadline - time.monotonic()))
 
 
 class _Clients:

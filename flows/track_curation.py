@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from pydantic import Field
 
 from curation import registry
 from curation.client import NoReplicaAvailable, ServiceError
-from curation.pipeline import lost_shard, settings_for_workers, shards_to_store, storage_of
+from curation.pipeline import lost_shard, settings_for_workers, shards_to_store, storage_of, wait_for_a_shard
 from curation.publish import PublishError
 from curation.registry import DatasetFailed, Status
 from curation.settings import Settings, get_settings
@@ -123,7 +122,7 @@ def _follow_jobs(dataset_id: str, tracing: bool, settings: Settings, storage: St
             return record.status.value
         if not tracing:
             return None
-        time.sleep(settings.poll_interval_s)
+        wait_for_a_shard(dataset_id, settings, settings.poll_interval_s)  # returns early when a shard job ends
 
 
 def _wait_for_stores(storing: dict[tuple[int, str], PrefectFuture[int]]) -> bool:

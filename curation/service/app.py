@@ -20,6 +20,7 @@ from curation.taxonomy import DEFAULT_TAXONOMY
 from curation.thumbnails import signal_names
 
 MAX_PAGE = 5000
+MAX_WAIT_S = 60.0  # longest long poll of a job's status
 
 
 class SubmitItem(BaseModel):
@@ -106,8 +107,12 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
         return job.status_json()
 
     @app.get("/v1/jobs/{job_id}")
-    def job_status(job_id: str, owner: Caller) -> dict[str, object]:
-        job = runner.get(owner, job_id)
+    def job_status(
+        job_id: str,
+        owner: Caller,
+        wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="long poll: answer when the job ends, or after this")] = 0.0,
+    ) -> dict[str, object]:
+        job = runner.wait(owner, job_id, wait_s)
         if job is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         return job.status_json()

@@ -76,6 +76,7 @@ class Job:
     failed: int = 0
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)  # set when it ends
 
     def status_json(self) -> dict[str, Any]:
         done = len(self.results)
@@ -239,6 +240,13 @@ class JobRunner:
         job = self.jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
+    def wait(self, owner: str, job_id: str, timeout_s: float) -> Job | None:
+        """The job once it has ended, or after timeout_s while it still runs (a long poll); None if unknown."""
+        job = self.get(owner, job_id)
+        if job is not None and timeout_s > 0:
+            job.ended.wait(timeout_s)
+        return job
+
     def release(self, owner: str, job_id: str) -> bool | None:
         """Forget a finished job and its results (the client wrote them): True; False while it still runs; None if
         unknown. A long-lived service would otherwise keep every result it ever made."""
@@ -304,6 +312,7 @@ class JobRunner:
     def _finish(self, job: Job) -> None:
         job.status = "Completed"
         job.updated = datetime.now(UTC)
+        job.ended.set()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
