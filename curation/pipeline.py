@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -29,7 +30,7 @@ from curation.registry import Counts, DatasetRecord, DatasetType, Status
 from curation.results import WrittenCounts, write_results
 from curation.settings import Settings
 from curation.shard_jobs import Progress, ShardJob, ShardLost, SubmittedShard, content_hash
-from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage, sas_expiry
+from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, Storage, open_storage, sas_expiry
 from curation.taxonomy import DEFAULT_TAXONOMY
 from curation.validation import ValidationReport, require_enough, validate_listing
 
@@ -190,9 +191,12 @@ def store_shard_results(config: StorageConfig | None, settings: Settings, datase
         shard_jobs.lose(paths, job, f"replica {job.replica} is no longer configured")
         raise ShardLost(f"shard {shard}'s replica {job.replica} is no longer configured")
 
+    @functools.cache
+    def storage() -> Storage:  # opened only if the service returned no thumbnails, then once per shard
+        return open_storage(config or storage_of(registry.load(settings.data_root, dataset_id)), settings)
+
     def read_bytes(name: str) -> bytes:
-        storage = open_storage(config or storage_of(registry.load(settings.data_root, dataset_id)), settings)
-        return storage.read_bytes(name)
+        return storage().read_bytes(name)
 
     local = shard_results.local_thumbnail_rows(read_bytes, paths, settings.thumbnail_size, settings.read_concurrency)
     with connect(settings, replica) as client:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.client import InferenceClient, JobNotFound, ServiceError, TransientServiceError
@@ -73,7 +74,7 @@ def files_from_results(
         "blob_name": pa.array([b.name for b in blobs], pa.string()),
         "size": pa.array([b.size for b in blobs], pa.int64()),
         "thumbnail": pa.array(relative, pa.string()),
-        "error": pa.compute.if_else(has_thumbnail, pa.scalar(None, pa.string()), got["error"]),
+        "error": pc.if_else(has_thumbnail, pa.scalar(None, pa.string()), got["error"]),
     }
     columns = [given[f.name] if f.name in given else got[f.name].cast(f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)

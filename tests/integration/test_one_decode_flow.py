@@ -4,6 +4,7 @@ its tags; the flow stores them shard by shard."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import polars as pl
 from PIL import Image
@@ -43,3 +44,37 @@ def test_curation_reads_each_image_once_in_the_service(tmp_path, settings, monke
     assert {r["format"] for r in files.filter(pl.col("error").is_null()).iter_rows(named=True)} == {"jpeg", "png"}
     analytics = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).analytics)
     assert analytics.height == 36  # quality signals from the service feed the analytics
+
+
+def test_a_service_that_returns_no_thumbnails_has_the_pipeline_decode_the_shard(tmp_path, settings):
+    """A job submitted without a thumbnail side (as an older service answers every job): store_shard_results reads
+    the shard's blobs from the dataset's own storage and makes the same thumbnails and facts itself."""
+    from curation import pipeline
+    from curation.client import connect
+    from curation.registry import DatasetType
+    from curation.shard_jobs import COMPLETED, ShardJob, save_job
+
+    write_images(tmp_path / "images", 31)
+    run = settings.model_copy(update={"service_url": None, "api_key": None, "shard_size": 64})
+    config = LocalStorageConfig(path=tmp_path / "images")
+    report = pipeline.list_and_validate(config, run)
+    record = pipeline.register_dataset("old service", config, report, run, DatasetType.USER)
+    blobs = report.accepted
+    with connect(run) as client:
+        job_id = client.submit_job(pipeline.sign_items(config, run, blobs))  # no thumbnail_side
+        for _ in range(400):
+            if client.job_status(job_id).finished:
+                break
+            time.sleep(0.05)
+    save_job(dataset_paths(run.data_root, record.id), ShardJob(
+        shard=0, replica=pipeline.replicas(run)[0].name, job_id=job_id, count=len(blobs), content="c",
+        status=COMPLETED, names=[b.name for b in blobs], sizes=[b.size for b in blobs]))
+
+    assert pipeline.store_shard_results(None, run, record.id, 0) == 31  # None: the dataset's own storage
+    written = pipeline.write_dataset_results(record.id, run)
+    assert (written.images, written.failed) == (31, 0)
+    files = pl.read_parquet(dataset_paths(run.data_root, record.id).files)
+    for row in files.iter_rows(named=True):
+        made = decode_with_facts((tmp_path / "images" / row["blob_name"]).read_bytes(), run.thumbnail_size)
+        assert row["content_hash"] == made.facts["content_hash"] and row["width"] == made.facts["width"]
+        assert (run.data_root / row["thumbnail"]).read_bytes() == made.thumbnail
