@@ -78,3 +78,22 @@ def test_a_service_that_returns_no_thumbnails_has_the_pipeline_decode_the_shard(
         made = decode_with_facts((tmp_path / "images" / row["blob_name"]).read_bytes(), run.thumbnail_size)
         assert row["content_hash"] == made.facts["content_hash"] and row["width"] == made.facts["width"]
         assert (run.data_root / row["thumbnail"]).read_bytes() == made.thumbnail
+
+
+def test_one_status_round_at_a_time_stores_what_has_completed_and_finishes(tmp_path, settings):
+    """`tracing=False` (the CLI's one-shot `track`) makes one round: stores the shards whose jobs completed, and
+    finishes the dataset on the round that finds every job done."""
+    write_images(tmp_path / "images", 40)
+    cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
+    dataset_id = cr.curate_dataset("one round at a time", LocalStorageConfig(path=tmp_path / "images"), wait=False)
+    paths = dataset_paths(settings.data_root, dataset_id)
+    assert not list(paths.work.glob("thumbnails-*.parquet"))  # nothing is stored before a round sees it completed
+    statuses = []
+    for _ in range(60):
+        statuses.append(cr.tracing_curation_task(dataset_id, tracing=False))
+        if statuses[-1] != "Processing":
+            break
+        time.sleep(0.2)
+    assert statuses[-1] == "Completed" and set(statuses[:-1]) <= {"Processing"}
+    assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 3  # 40 images in shards of 16
+    assert pl.read_parquet(paths.files)["error"].null_count() == 40
