@@ -192,3 +192,16 @@ def test_umap_compiled_code_is_cached_on_disk():
     assert sum(epoch._cache_hits.values()) + sum(epoch._cache_misses.values()) >= 1  # looked up in (or saved to) it
     index = epoch._cache._cache_path  # where numba keeps it: next to the source, or NUMBA_CACHE_DIR
     assert any(name.endswith(".nbi") and "_optimize_layout_euclidean_single_epoch" in name for name in os.listdir(index))
+
+
+def test_layout_neighbour_graph_is_exact():
+    """UMAP gets each row's exact nearest neighbours (itself first), as a brute-force search finds them."""
+    from curation.layout import UMAP_NEIGHBORS, _exact_knn
+
+    x = clustered(300, d=24, clusters=5)
+    idx, dist, _ = _exact_knn(x)
+    d = np.linalg.norm(x[:, None] - x[None], axis=2)
+    expected = np.sort(d, axis=1)[:, :UMAP_NEIGHBORS]
+    assert idx.shape == (300, UMAP_NEIGHBORS) and (idx[:, 0] == np.arange(300)).all()
+    np.testing.assert_allclose(dist, expected, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(d, idx.astype(np.intp), axis=1), expected, atol=1e-4)
