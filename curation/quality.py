@@ -1,11 +1,12 @@
 """Per-image quality signals and cleanvision-like issue flags, from an image that is already decoded.
 
-The pipeline decodes each image once (for its thumbnail, possibly reduced by JPEG draft mode to a 256-512 px short
-side) and hands that decoded RGB image here. So that a signal means the same whatever scale the decoder chose, every
-signal is computed on a fixed-size working copy: the image is downscaled (never upscaled) until its short side is at
-most WORK_SIDE (256 px, the smallest short side draft mode hands us) and its long side at most WORK_MAX_LONG (1024),
-and the perceptual hash on a 32 x 32 grayscale. Size and aspect ratio come from the full
-width and height the caller passes, not from the (possibly reduced) decoded image.
+The pipeline decodes each image once (possibly reduced by JPEG draft mode to a 256-512 px short side) and makes its
+thumbnail from that decode. So that a signal means the same whatever scale the decoder chose, every signal is computed
+on a fixed-size working copy: the image shrunk (never enlarged) to fit WORK_SIDE x WORK_SIDE (256), exactly as
+Image.thumbnail shrinks it, which is the thumbnail the viewer shows at the default thumbnail size. The thumbnail step
+hands that thumbnail here, so the signals cost no resize of their own (curation.thumbnails.decode_with_facts); the
+perceptual hash is taken on a 32 x 32 grayscale of it. Size and aspect ratio come from the full width and height the
+caller passes, not from the (possibly reduced) decoded image.
 
 Signals (all plain floats, except phash):
     brightness      mean luma (Rec. 601, as Pillow's "L"), 0-1
@@ -25,14 +26,17 @@ Signals (all plain floats, except phash):
 Flag thresholds, in relation to cleanvision's defaults (cleanvision 0.3, `ImagePropertyIssueManager`):
     dark             luma_p99 < 0.37: cleanvision's dark default (its 99th-percentile brightness < 0.37).
     overexposed      luma_p05 > 0.95: cleanvision's "light" default (1 - 5th-percentile brightness < 0.05).
-    blurry           blur < 8 (next to no edges at any contrast), or blur < 40 and sharpness < 0.005 (few edges for
+    blurry           blur < 20 (next to no edges at any contrast), or blur < 50 and sharpness < 0.01 (few edges for
                      the contrast there is); never when flat (contrast < 0.02), low_information or dark, which have
                      their own flags. Blur is judged at the working scale: a blur far below one working pixel (say
                      radius 4 on a 4000 px photo) is invisible in a 256 px view and is not flagged.
                      cleanvision scores the std of FIND_EDGES at a 64 px long side (1 - exp(-0.01 std) < 0.17,
-                     plus a dark penalty). Ours was calibrated on the 199 real road photos
-                     of shared/datasets/real-dev: it flags 198 of their GaussianBlur(radius 4) copies, 154 of the
-                     radius-2 copies and 10 of the originals (all dense fog); blur < 40 alone flagged 34 originals.
+                     plus a dark penalty). Ours was calibrated on the 199 real road photos of shared/datasets/real-dev
+                     (bench/check_blur_flags.py): it flags 191 of their GaussianBlur(radius 4) copies, 146 of the
+                     radius-2 copies and 8 of the originals (dense fog). Of the 80 photos larger than 256 px, 74, 28
+                     and 8: a radius-2 blur of a 1280 px photo is 0.4 px at the working scale. (Until the working copy
+                     became the 256 px thumbnail it was 256 px on the short side, with thresholds 8 / 40 / 0.005:
+                     196, 148 and 11; of the 80, 79, 46 and 11.)
     low_information  entropy < 3.0 bits: cleanvision's default is 0.1 x entropy < 0.3, i.e. 3.0 bits (of Pillow's
                      RGB histogram; ours is of luma, so for a grey image it flags up to log2(3) = 1.6 bits more).
     grayscale        chroma_p99 < 0.02 (5/255: tolerates JPEG chroma noise). cleanvision looks at the file's mode
@@ -51,16 +55,15 @@ import numpy as np
 from PIL import Image, ImageChops
 from scipy.fft import dct
 
-WORK_SIDE = 256  # short side of the working copy every pixel signal is computed on
-WORK_MAX_LONG = 1024  # and its longest side, for extreme aspect ratios
+WORK_SIDE = 256  # every pixel signal is computed on the image shrunk to fit WORK_SIDE x WORK_SIDE
 PHASH_SIDE = 32  # the hash is taken from the 8 x 8 lowest frequencies of a 32 x 32 DCT
 PHASH_BITS = 8
 
 DARK_LUMA_P99 = 0.37
 OVEREXPOSED_LUMA_P05 = 0.95
-BLURRY_LAPLACIAN_VAR = 40.0
-BLURRY_SHARPNESS = 0.005
-BLURRY_LAPLACIAN_VAR_FLOOR = 8.0
+BLURRY_LAPLACIAN_VAR = 50.0
+BLURRY_SHARPNESS = 0.01
+BLURRY_LAPLACIAN_VAR_FLOOR = 20.0
 BLURRY_MIN_CONTRAST = 0.02
 LOW_INFORMATION_ENTROPY = 3.0
 GRAYSCALE_CHROMA_P99 = 0.02
@@ -71,15 +74,15 @@ ODD_SIZE_RATIO = 10.0
 
 FLAGS = ("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_aspect_ratio", "odd_size")
 
-def _working_copy(img: Image.Image) -> Image.Image:
-    """RGB, downscaled (never upscaled) to a short side of at most WORK_SIDE, long side at most WORK_MAX_LONG."""
+def working_copy(img: Image.Image) -> Image.Image:
+    """RGB, shrunk (never enlarged) to fit WORK_SIDE x WORK_SIDE as Image.thumbnail does (reducing_gap 2, bicubic).
+
+    An image that already fits is its own working copy: a thumbnail made this way is passed through untouched."""
     if img.mode != "RGB":
         img = img.convert("RGB")
-    w, h = img.size
-    scale = min(WORK_SIDE / max(min(w, h), 1), WORK_MAX_LONG / max(w, h, 1))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if max(img.size) > WORK_SIDE:
+        img = img.copy()
+        img.thumbnail((WORK_SIDE, WORK_SIDE))
     return img
 
 
@@ -172,13 +175,14 @@ def image_signals(img: Image.Image, width: int, height: int) -> dict[str, float 
     """Quality signals of one decoded image (see the module docstring for each key).
 
     Args:
-        img: the decoded image (any mode; converted to RGB), possibly reduced in size by the decoder.
+        img: the decoded image (any mode; converted to RGB), possibly reduced in size by the decoder, or its
+            working copy (`working_copy`), which is then used as it is.
         width, height: the full size of the original image, for aspect ratio and size.
 
     Returns:
         A flat dict of floats plus `phash` (signed int64), ready to be one row of a signals table.
     """
-    work = _working_copy(img)
+    work = working_copy(img)
     gray_img = work.convert("L")
     # Every statistic of 0-255 values comes from its histogram (Pillow's C): exact, and far cheaper than sorting
     # for percentiles or float copies of the image for moments.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,10 +16,9 @@ from pathlib import Path
 from PIL import Image
 
 from curation import workpool
-from curation.atomic import atomic_path
 from curation.ids import image_id_for
 from curation.imaging import DecodedImage, ImageDecodeError, decode_image
-from curation.quality import image_signals
+from curation.quality import WORK_SIDE, image_signals, working_copy
 from curation.storage import BlobInfo
 
 
@@ -41,19 +42,20 @@ class FileFacts:
 
 
 def decode_with_facts(data: bytes, max_side: int) -> FileFacts:
-    """Decode once (JPEG draft mode keeping max_side pixels on the short side): the file facts, the quality signals,
-    and a thumbnail of max side max_side (EXIF orientation applied) as JPEG bytes.
+    """Decode once (JPEG draft mode keeping max_side, and at least the signals' 256, pixels on the short side): the file
+    facts, the quality signals, and a thumbnail of max side max_side (EXIF orientation applied) as JPEG bytes.
 
     The one place a thumbnail is made: the inference service does it on the decode it needs for the model, and the
     pipeline on its own decode when a service does not return thumbnails."""
     facts: dict[str, object] = {"content_hash": hashlib.sha256(data).hexdigest() if data else None}
-    try:
-        decoded = decode_image(data, min_side=max_side)
+    try:  # enough pixels for the signals' working copy even when thumbnails are smaller than it
+        decoded = decode_image(data, min_side=max(max_side, WORK_SIDE))
     except ImageDecodeError as exc:
         return FileFacts({**facts, "width": None, "height": None, "format": None, "error": str(exc)}, None, None)
-    signals = image_signals(decoded.image, decoded.width, decoded.height)
-    thumb = decoded.image.copy()
-    thumb.thumbnail((max_side, max_side))
+    thumb = working_copy(decoded.image) if max_side == WORK_SIDE else decoded.image.copy()
+    thumb.thumbnail((max_side, max_side))  # a no-op on the working copy, which fits already
+    # At the default size the thumbnail is the signals' working copy: no second resize (curation.quality).
+    signals = image_signals(thumb if max_side == WORK_SIDE else decoded.image, decoded.width, decoded.height)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     facts |= {**signals, "width": decoded.width, "height": decoded.height, "format": decoded.format, "error": None}
@@ -64,9 +66,20 @@ THUMBNAIL_QUALITY = 85
 
 
 def write_thumbnail(target: Path, jpeg: bytes) -> None:
-    """Write thumbnail bytes atomically (a reader never sees half a file)."""
-    with atomic_path(target) as tmp:
-        Path(tmp).write_bytes(jpeg)
+    """Write thumbnail bytes atomically (a reader never sees half a file): to a temporary name of this process and
+    thread beside the target, then a rename. Cheaper than curation.atomic's mkstemp (a store writes thousands of
+    these): the folder is only made when the first write into it finds it missing."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        try:
+            tmp.write_bytes(jpeg)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(jpeg)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def make_thumbnail(data: bytes, target: Path, max_side: int) -> dict[str, object]:

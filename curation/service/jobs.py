@@ -25,6 +25,7 @@ from curation.service.fetch import FetchError, fetch_bytes
 from curation.service.journal import JobJournal
 from curation.service.usage import UsageLedger
 from curation.settings import Settings
+from curation.quality import WORK_SIDE
 from curation.thumbnails import decode_with_facts
 
 BATCH_SIZE = 16
@@ -111,7 +112,7 @@ def _decode(
     made = decode_with_facts(data, thumbnail_side)
     if made.decoded is None:
         return str(made.facts["error"]), made.facts, None
-    if side <= thumbnail_side:
+    if side <= max(thumbnail_side, WORK_SIDE):  # the side decode_with_facts decoded at
         return at_min_side(made.decoded, side), made.facts, made.thumbnail
     try:
         return decode_image(data, min_side=side).image, made.facts, made.thumbnail

@@ -52,3 +52,34 @@ def test_an_undecodable_file_has_facts_and_a_reason_but_no_thumbnail():
     made = decode_with_facts(b"not an image", 256)
     assert made.thumbnail is None and made.decoded is None
     assert made.facts["error"] == "not a recognised image format" and made.facts["content_hash"]
+
+
+@pytest.mark.parametrize("max_side", [256, 128, 400])
+def test_signals_are_the_working_copy_s_whatever_the_thumbnail_size(max_side):
+    """At the default size the thumbnail is the signals' working copy (no second resize); at any other size the
+    signals are still those of the 256 px working copy of the same decode (at least 256 px on the short side)."""
+    from curation.quality import image_signals, working_copy
+
+    data = jpeg_bytes(7, (1920, 1080))
+    made = decode_with_facts(data, max_side)
+    reference = image_signals(decode_image(data, min_side=max(max_side, 256)).image, 1920, 1080)
+    assert {k: made.facts[k] for k in reference} == reference
+    assert Image.open(io.BytesIO(made.thumbnail)).size == (max_side, max_side * 9 // 16)
+    assert working_copy(made.decoded.image).size == (256, 144)
+    if max_side == 256:  # the thumbnail is the working copy, pixel for pixel (before JPEG encoding)
+        thumb = working_copy(made.decoded.image)
+        assert image_signals(thumb, 1920, 1080) == reference
+
+
+def test_write_thumbnail_makes_its_folder_replaces_whole_files_and_leaves_no_temporary(tmp_path):
+    from curation.thumbnails import write_thumbnail
+
+    target = tmp_path / "ab" / "abcd.jpg"
+    write_thumbnail(target, b"first")  # the folder does not exist yet
+    write_thumbnail(target, b"second")
+    assert target.read_bytes() == b"second" and [p.name for p in target.parent.iterdir()] == ["abcd.jpg"]
+    blocked = tmp_path / "ab" / "dir.jpg"
+    blocked.mkdir()  # a rename over a directory fails: the error surfaces and the temporary file is gone
+    with pytest.raises(OSError):
+        write_thumbnail(blocked, b"x")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["abcd.jpg", "dir.jpg"]
