@@ -178,7 +178,7 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
 
     from curation.imaging import at_min_side, decode_image
     from curation.models.registry import load_backend
-    from curation.quality import image_signals
+    from curation.quality import image_signals, working_copy
     from curation.service.jobs import MODEL_SIDE
     from curation.settings import Settings
     from curation.thumbnails import write_thumbnail
@@ -201,16 +201,15 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
         timed("(context) Pillow default Image.thumbnail", lambda: _pillow_default_one(str(path)))
         timed("service: read + sha256", lambda: hashlib.sha256(path.read_bytes()).hexdigest())
         dec = timed("service: decode (draft, once)", lambda: decode_image(data, min_side=THUMB))
-        timed("service: image_signals", lambda: image_signals(dec.image, dec.width, dec.height))
+        thumb = timed("service: thumbnail resize", lambda: working_copy(dec.image))
+        timed("service: image_signals (on the thumbnail)", lambda: image_signals(thumb, dec.width, dec.height))
 
         def encode() -> bytes:
-            thumb = dec.image.copy()
-            thumb.thumbnail((THUMB, THUMB))
             out = io.BytesIO()
             thumb.save(out, format="JPEG", quality=85)
             return out.getvalue()
 
-        jpeg = timed("service: thumbnail resize + encode", encode)
+        jpeg = timed("service: thumbnail JPEG encode", encode)
         img = timed("service: reduce to the model's side", lambda: at_min_side(dec, side))
         timed("service: model predict", lambda: backend.predict([img]))
         timed("pipeline: write thumbnail file", lambda: write_thumbnail(scratch / "t.jpg", jpeg))
