@@ -31,8 +31,30 @@ from curation.thumbnails import decode_with_facts
 BATCH_SIZE = 16
 MODEL_SIDE = 256  # default short side a backend needs; a backend may declare less with `input_side`
 
-# One image's work for predict_batch: (backend, bytes, the model's input side, the thumbnail side or None).
-Work = tuple[ModelBackend, bytes, int, int | None]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file:// image that the worker process reads itself (the embedded service, which alone may read files): its
+    bytes need not be read here and copied to the worker."""
+
+    url: str
+    max_bytes: int
+
+    def read(self) -> bytes | str:
+        """The bytes, or why they could not be read (as the service's own fetch words it)."""
+        try:
+            return fetch_bytes(self.url, None, max_bytes=self.max_bytes, max_redirects=0, allow_file=True,
+                               allow_private=False)
+        except FetchError as exc:
+            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - never lose an image; the type only (a message may hold the URL)
+            return f"cannot fetch: {type(exc).__name__}"
+
+
+# One image's work for predict_batch: (backend, bytes or a file to read, the model's input side, the thumbnail side
+# or None).
+Work = tuple[ModelBackend, "bytes | LocalFile", int, int | None]
 # And its outcome: (prediction, error, file facts, thumbnail JPEG); facts and thumbnail only with a thumbnail side.
 Outcome = tuple[Prediction | None, str | None, dict[str, object] | None, bytes | None]
 
@@ -131,7 +153,11 @@ def predict_batch(work: list[Work]) -> list[Outcome]:
     if not work:
         return []
     backend = work[0][0]
-    decoded = [_decode(data, side, thumbnail_side) for _, data, side, thumbnail_side in work]
+    datas = [data.read() if isinstance(data, LocalFile) else data for _, data, _, _ in work]
+    decoded = [
+        (data, None, None) if isinstance(data, str) else _decode(data, side, thumbnail_side)  # str: unreadable
+        for data, (_, _, side, thumbnail_side) in zip(datas, work, strict=True)
+    ]
     images = [d[0] for d in decoded if not isinstance(d[0], str)]
     try:
         predictions = iter(backend.predict(images)) if images else iter(())
@@ -154,7 +180,8 @@ def _worker_died(work: Work, reason: str) -> Outcome:
     if work[3] is None:
         return None, error, None, None
     # What is known without decoding again (the decode may be what killed the worker): the bytes' hash.
-    data = work[1]
+    data = work[1].read() if isinstance(work[1], LocalFile) else work[1]
+    data = b"" if isinstance(data, str) else data
     facts = {"content_hash": hashlib.sha256(data).hexdigest() if data else None, "width": None, "height": None,
              "format": None, "error": error}
     return None, error, facts, None
@@ -269,6 +296,13 @@ class JobRunner:
             self.jobs.pop(job_id, None)
             self.journal.forget(job_id)
 
+    def _source(self, item: JobItem) -> bytes | LocalFile | str:
+        """What a worker needs to decode the image: a local file for it to read itself (embedded service, worker
+        processes), else the bytes fetched here; or why they could not be fetched."""
+        if self._in_workers and self.settings.allow_file_urls and item.url.startswith("file:"):
+            return LocalFile(item.url, self.settings.max_image_bytes)
+        return self._fetch(item)
+
     def _fetch(self, item: JobItem) -> bytes | str:
         """The image's bytes, or why they could not be fetched."""
         try:
@@ -286,16 +320,16 @@ class JobRunner:
             return f"cannot fetch: {type(exc).__name__}"
 
     def _run_batch(self, job: Job, items: list[JobItem]) -> None:
-        fetched = list(self._fetchers.map(self._fetch, items))  # concurrent fetches; the CPU work follows
+        fetched = list(self._fetchers.map(self._source, items))  # concurrent fetches; the CPU work follows
         side = getattr(self.backend, "input_side", MODEL_SIDE)  # JPEG draft decodes no larger than needed
-        work = [(self.backend, data, side, job.thumbnail_side) for data in fetched if isinstance(data, bytes)]
+        work = [(self.backend, data, side, job.thumbnail_side) for data in fetched if not isinstance(data, str)]
         if self._in_workers:
             outcomes = iter(workpool.run_batch(predict_batch, work, _worker_died, settings=self.settings))
         else:
             outcomes = iter(predict_batch(work))
         results = []
         for item, data in zip(items, fetched, strict=True):
-            pred, error, facts, thumbnail = next(outcomes) if isinstance(data, bytes) else (None, data, None, None)
+            pred, error, facts, thumbnail = (None, data, None, None) if isinstance(data, str) else next(outcomes)
             if pred is None:
                 results.append(ImageResult(item.image_id, None, None, error, facts, thumbnail))
             else:

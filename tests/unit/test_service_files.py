@@ -211,3 +211,37 @@ def test_an_old_journal_loads_without_facts(tmp_path):
     assert (status["status"], status["done"], status["failed"], status["thumbnail_side"]) == ("Completed", 1, 1, None)
     table = from_ipc(client.get("/v1/jobs/oldjob/results", headers=ARROW).content)
     assert table.column_names[-1] == "embedding" and table["error"].to_pylist() == ["x"]
+
+
+def test_worker_processes_read_local_files_themselves(tmp_path, monkeypatch):
+    """With worker processes, the embedded service hands them file:// images to read: the bytes never pass through
+    this process, and what a worker cannot read is still an error with its reason (oversize, missing)."""
+    from curation.service.jobs import JobRunner
+
+    def no_reads_here(self, item):  # noqa: ANN001, ANN202
+        raise AssertionError(f"read in the service process: {item.url}")
+
+    monkeypatch.setattr(JobRunner, "_fetch", no_reads_here)
+    (tmp_path / "ok.jpg").write_bytes(SAMPLES["landscape.jpg"])
+    (tmp_path / "big.jpg").write_bytes(SAMPLES["landscape.jpg"] + b"\0" * 200_000)
+    names = ["ok.jpg", "big.jpg", "missing.jpg"]
+    items = [{"image_id": n, "url": (tmp_path / n).as_uri(), "size": 1} for n in names]
+    client = make_client(allow_file_urls=True, work_processes=1, max_image_bytes=150_000)
+    job = client.post("/v1/jobs", json={"items": items, "thumbnail_side": SIDE}).json()
+    assert wait_done(client, job["job_id"])["status"] == "Completed"
+    rows = {r["image_id"]: r for r in from_ipc(client.get(f"/v1/jobs/{job['job_id']}/results", headers=ARROW).content).to_pylist()}
+    made = decode_with_facts(SAMPLES["landscape.jpg"], SIDE)
+    assert rows["ok.jpg"]["error"] is None and rows["ok.jpg"]["thumbnail"] == made.thumbnail
+    assert rows["ok.jpg"]["content_hash"] == made.facts["content_hash"]
+    assert rows["big.jpg"]["error"] == "image is larger than the 150000-byte cap" and rows["big.jpg"]["thumbnail"] is None
+    assert rows["missing.jpg"]["error"].startswith("no such file") and rows["missing.jpg"]["content_hash"] is None
+
+
+def test_a_dying_worker_hashes_the_local_file_it_was_given(tmp_path):
+    from curation.service.jobs import LocalFile, _worker_died
+
+    data = SAMPLES["small.jpg"]
+    (tmp_path / "s.jpg").write_bytes(data)
+    work = [(Killer(120), LocalFile((tmp_path / "s.jpg").as_uri(), 10**6), 120, SIDE)]
+    [outcome] = workpool.run_batch(predict_batch, work, _worker_died, settings=Settings(work_processes=1))
+    assert outcome[2]["content_hash"] == decode_with_facts(data, SIDE).facts["content_hash"]
