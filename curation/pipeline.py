@@ -220,7 +220,13 @@ def shards_to_store(dataset_id: str, settings: Settings) -> list[tuple[int, str]
 
 
 def check_job(dataset_id: str, settings: Settings) -> Progress:
-    """One status request per unfinished shard job; the record's progress and `updated` stamp follow them.
+    """Status requests for the unfinished shard jobs; the record's progress and `updated` stamp follow them.
+
+    A replica works through its jobs in the order they came, so each replica's unfinished jobs are asked in that
+    order (first attempts by shard, then re-submissions) until one answers it is still Processing: its later jobs
+    are not asked this round (they would mostly answer the same), which keeps a round to a few requests instead of
+    one per unfinished job (a tracker's rounds then cost O(shards) requests in all, not O(shards^2)). Their progress
+    counts wait for the round that asks them.
 
     A job whose replica does not answer within the transient budget, forgot it (404) or failed it is marked lost,
     for the tracker to re-submit; the other shards on a replica found down are marked lost without a request.
@@ -232,14 +238,17 @@ def check_job(dataset_id: str, settings: Settings) -> Progress:
         raise RuntimeError(f"dataset {dataset_id} has no inference job yet")
     configured = {r.name: r for r in replicas(settings)}
     down: set[str] = set()
+    busy: set[str] = set()  # replicas whose earliest unfinished job is still running this round
+    unfinished = [i for i, job in enumerate(jobs) if job.status == shard_jobs.PROCESSING]
     with _Clients(settings) as clients:
-        for i, job in enumerate(jobs):
-            if job.status != shard_jobs.PROCESSING:
-                continue
+        for i in sorted(unfinished, key=lambda i: (jobs[i].attempt, jobs[i].shard)):
+            job = jobs[i]
             replica = configured.get(job.replica)
             if replica is None or job.replica in down:
                 why = "is no longer configured" if replica is None else "did not answer"
                 jobs[i] = shard_jobs.lose(paths, job, f"replica {job.replica} {why}")
+                continue
+            if job.replica in busy:
                 continue
             try:
                 status = clients.get(replica).job_status(job.job_id)
@@ -252,7 +261,10 @@ def check_job(dataset_id: str, settings: Settings) -> Progress:
                 continue
             if status.status == "Failed":
                 jobs[i] = shard_jobs.lose(paths, job, f"job {job.job_id} failed: {status.reason or 'no reason given'}")
-            elif (status.status, status.done, status.failed) != (job.status, job.done, job.failed):
+                continue
+            if status.status == shard_jobs.PROCESSING:
+                busy.add(job.replica)
+            if (status.status, status.done, status.failed) != (job.status, job.done, job.failed):
                 update = {"status": status.status, "done": status.done, "failed": status.failed}
                 jobs[i] = shard_jobs.save_job(paths, job.model_copy(update=update))
     progress = shard_jobs.aggregate(jobs, down)

@@ -95,3 +95,43 @@ def test_storage_of_rebuilds_the_config_without_secrets():
     config = storage_of(DatasetRecord(id=DATASET, name="x", storage=azure))
     assert isinstance(config, AzureStorageConfig) and config.container_name == "c" and config.prefix == "2024/"
     assert config.secrets() == []
+
+
+def test_a_poll_round_asks_each_replica_until_its_earliest_unfinished_job_still_runs(tmp_path, monkeypatch):
+    """Replicas work through their jobs in order: a round stops asking a replica once a job there still runs
+    (re-submissions count as later), asks every job of a replica whose jobs end, and marks forgotten ones lost."""
+    from curation import pipeline, registry
+    from curation.client import JobNotFound, JobStatus
+    from curation.settings import Settings
+
+    settings = Settings(data_root=tmp_path, service_url="http://a,http://b", api_key="k")
+    record = registry.register(tmp_path, "poll")
+    paths = dataset_paths(tmp_path, record.id)
+    # a: shards 0 (done), 2 (running), 4 (queued), 1 re-submitted (attempt 1); b: 3 (done), 5 (forgotten)
+    for shard, url, attempt in [(0, "http://a", 0), (2, "http://a", 0), (4, "http://a", 0), (1, "http://a", 1),
+                                (3, "http://b", 0), (5, "http://b", 0)]:
+        save_job(paths, ShardJob(shard=shard, replica=url, job_id=f"j{shard}", count=8, content="c", attempt=attempt))
+    answers = {"j0": "Completed", "j2": "Processing", "j4": "Processing", "j1": "Processing", "j3": "Completed"}
+    asked: list[str] = []
+
+    class Client:
+        def job_status(self, job_id: str) -> JobStatus:
+            asked.append(job_id)
+            if job_id not in answers:
+                raise JobNotFound(job_id)
+            status = answers[job_id]
+            return JobStatus(job_id, status, 8, 8 if status == "Completed" else 3, 0)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(pipeline, "connect", lambda settings, replica: Client())
+    progress = pipeline.check_job(record.id, settings)
+    assert asked == ["j0", "j2", "j3", "j5"]  # a: 0 done, 2 runs (4 and the re-submitted 1 wait); b: every job
+    jobs = {j.shard: j for j in read_jobs(paths)}
+    assert [jobs[s].status for s in range(6)] == [COMPLETED, "Processing", "Processing", COMPLETED, "Processing", LOST]
+    assert (progress.completed, progress.done, progress.lost) == (2, 8 + 3 + 8, (5,))
+    answers["j2"] = "Completed"
+    asked.clear()
+    pipeline.check_job(record.id, settings)
+    assert asked == ["j2", "j4"]  # the next round goes on from where the replica is
