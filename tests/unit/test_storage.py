@@ -42,3 +42,20 @@ def test_azure_credential_comes_from_settings_and_never_shows_in_repr_or_descrip
     url = storage.sign_url("dir/a b#1.jpg", __import__("datetime").datetime(2030, 1, 1, tzinfo=__import__("datetime").UTC))
     assert url.startswith("http://127.0.0.1:1/acct/c/dir/a%20b%231.jpg?")
     assert "sp=r" in url and "sig=" in url and key not in url
+
+
+def test_local_blob_paths_resolve_inside_the_folder_and_refuse_escapes(tmp_path):
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.jpg").write_bytes(b"1")
+    (tmp_path / "outside.jpg").write_bytes(b"2")
+    (root / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (root / "inner.jpg").symlink_to(root / "a" / "b" / "x.jpg")
+    (root / "dir").symlink_to(root / "a")
+    storage = LocalStorage(LocalStorageConfig(path=root))
+    for name in ["a/b/x.jpg", "a//b/./x.jpg", "a/b/../b/x.jpg", "inner.jpg", "dir/b/x.jpg", "missing.jpg"]:
+        assert storage._path(name) == (root / name).resolve(), name
+    assert storage.read_bytes("inner.jpg") == b"1" and storage.sign_url("a/b/x.jpg", None).startswith("file:///")
+    for name in ["../outside.jpg", "a/../../outside.jpg", "link.jpg", str(tmp_path / "outside.jpg")]:
+        with pytest.raises(StorageError, match="escapes the storage folder"):
+            storage._path(name)
