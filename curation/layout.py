@@ -6,10 +6,11 @@ reproducible). To keep 100k images within minutes on two cores:
 
 1. embeddings are L2-normalised and reduced to PCA_DIM (50) dimensions with a seeded randomized PCA fitted on at
    most UMAP_FIT_MAX rows (neighbourhoods survive this; it makes UMAP's neighbour search ~10x cheaper);
-2. UMAP is fitted (UMAP_EPOCHS, 200) on a seeded random subsample of at most UMAP_FIT_MAX (20,000) rows. When
-   that is every row, its neighbour graph is searched exactly by scikit-learn (BLAS; 0.3 s at 10,000 rows) and
-   handed to UMAP: umap-learn's own exact search (below 4,096 rows) calls a Python distance function per pair,
-   9.5 s at 3,000 rows, and its approximate one (NN-descent) compiles ~15 s of numba code in every fresh process;
+2. UMAP is fitted (UMAP_EPOCHS, 200) on a seeded random subsample of at most UMAP_FIT_MAX (20,000) rows. Its
+   neighbour graph, and the neighbours transform looks up, are searched exactly by scikit-learn (ExactSearch; BLAS,
+   0.3 s for a 10,000-row graph): umap-learn's own exact search (below 4,096 rows) calls a Python distance function
+   per pair, 9.5 s at 3,000 rows, and its approximate one (NN-descent) compiles ~15 s of numba code in every fresh
+   process;
 3. the remaining rows are placed with `UMAP.transform` (their neighbours among the fitted rows, then a short
    optimisation with the fitted rows held fixed), in the same coordinate frame.
 
@@ -88,13 +89,31 @@ def _cache_umap_compilation() -> int:
     return enabled
 
 
-def _exact_knn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
-    """Each row's UMAP_NEIGHBORS nearest rows (itself first), exactly: scikit-learn's brute-force search (BLAS)."""
-    from sklearn.neighbors import NearestNeighbors
+class ExactSearch:
+    """Exact nearest neighbours among the rows UMAP is fitted on (scikit-learn's brute-force search: BLAS, in chunks).
 
-    k = min(UMAP_NEIGHBORS, x.shape[0])
-    dists, idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(x).kneighbors(x)
-    return idx.astype(np.int32), dists.astype(np.float32), None
+    Hands UMAP its neighbour graph (`graph`) and answers what UMAP.transform asks of a search index (`query`), so no
+    NN-descent index is built: umap-learn's own exact path (below 4,096 rows) calls a Python distance function per
+    pair, and NN-descent compiles ~15 s of numba code in every fresh process and keeps its index in memory."""
+
+    _angular_trees = False  # read by UMAP.transform to pick an epsilon for NN-descent; unused here
+
+    def __init__(self, fitted: np.ndarray) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        self._rows = fitted.shape[0]
+        self._search = NearestNeighbors(algorithm="brute").fit(fitted)
+
+    def query(self, x: np.ndarray, k: int, epsilon: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int32, distances float32) of each row of x's k nearest fitted rows, nearest first."""
+        del epsilon
+        dists, idx = self._search.kneighbors(x, n_neighbors=min(k, self._rows))
+        return idx.astype(np.int32), dists.astype(np.float32)
+
+    def graph(self, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray, ExactSearch]:
+        """UMAP's precomputed_knn: every fitted row's UMAP_NEIGHBORS nearest (itself first), and this search."""
+        idx, dists = self.query(fitted, UMAP_NEIGHBORS)
+        return idx, dists, self
 
 
 def _umap(x: np.ndarray, seed: int) -> np.ndarray:
@@ -107,7 +126,7 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
     fit_rows = np.sort(rng.choice(n, size=UMAP_FIT_MAX, replace=False)) if n > UMAP_FIT_MAX else np.arange(n)
     if x.shape[1] > PCA_DIM:
         x = _pca(x, PCA_DIM, seed, fit_rows)
-    knn = _exact_knn(x[fit_rows]) if len(fit_rows) == n else (None, None, None)
+    fitted = np.ascontiguousarray(x[fit_rows])
     reducer = umap.UMAP(
         n_components=3,
         n_neighbors=UMAP_NEIGHBORS,
@@ -118,12 +137,13 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
         transform_seed=seed,
         n_jobs=1,  # a fixed random_state forces one thread anyway; saying so silences umap's warning
         low_memory=True,
-        precomputed_knn=knn,
+        precomputed_knn=ExactSearch(fitted).graph(fitted),
+        force_approximation_algorithm=True,  # transform asks ExactSearch.query, never umap's per-pair Python path
     )
     out = np.empty((n, 3), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba/umap chatter (e.g. about spectral init on tiny components)
-        out[fit_rows] = reducer.fit_transform(x[fit_rows])
+        out[fit_rows] = reducer.fit_transform(fitted)
         if len(fit_rows) < n:
             rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
             out[rest] = reducer.transform(x[rest])

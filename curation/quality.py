@@ -33,10 +33,10 @@ Flag thresholds, in relation to cleanvision's defaults (cleanvision 0.3, `ImageP
                      cleanvision scores the std of FIND_EDGES at a 64 px long side (1 - exp(-0.01 std) < 0.17,
                      plus a dark penalty). Ours was calibrated on the 199 real road photos of shared/datasets/real-dev
                      (bench/check_blur_flags.py): it flags 191 of their GaussianBlur(radius 4) copies, 146 of the
-                     radius-2 copies and 8 of the originals (dense fog). Of the 80 photos larger than 256 px, 74, 28
-                     and 8: a radius-2 blur of a 1280 px photo is 0.4 px at the working scale. (Until the working copy
-                     became the 256 px thumbnail it was 256 px on the short side, with thresholds 8 / 40 / 0.005:
-                     196, 148 and 11; of the 80, 79, 46 and 11.)
+                     radius-2 copies and 8 of the originals (all 8 labelled foggy). Of the 80 photos larger than
+                     256 px: 74, 28 and 8; a radius-2 blur of a 1280 px photo is 0.4 px at the working scale. (Until
+                     the working copy became the 256 px thumbnail it was 256 px on the short side, with
+                     thresholds 8 / 40 / 0.005: 196, 148 and 11; of the 80, 79, 46 and 11.)
     low_information  entropy < 3.0 bits: cleanvision's default is 0.1 x entropy < 0.3, i.e. 3.0 bits (of Pillow's
                      RGB histogram; ours is of luma, so for a grey image it flags up to log2(3) = 1.6 bits more).
     grayscale        chroma_p99 < 0.02 (5/255: tolerates JPEG chroma noise). cleanvision looks at the file's mode

@@ -196,12 +196,30 @@ def test_umap_compiled_code_is_cached_on_disk():
 
 def test_layout_neighbour_graph_is_exact():
     """UMAP gets each row's exact nearest neighbours (itself first), as a brute-force search finds them."""
-    from curation.layout import UMAP_NEIGHBORS, _exact_knn
+    from curation.layout import UMAP_NEIGHBORS, ExactSearch
 
     x = clustered(300, d=24, clusters=5)
-    idx, dist, _ = _exact_knn(x)
+    search = ExactSearch(x)
+    idx, dist, index = search.graph(x)
     d = np.linalg.norm(x[:, None] - x[None], axis=2)
     expected = np.sort(d, axis=1)[:, :UMAP_NEIGHBORS]
-    assert idx.shape == (300, UMAP_NEIGHBORS) and (idx[:, 0] == np.arange(300)).all()
+    assert index is search and idx.shape == (300, UMAP_NEIGHBORS) and (idx[:, 0] == np.arange(300)).all()
     np.testing.assert_allclose(dist, expected, atol=1e-4)
     np.testing.assert_allclose(np.take_along_axis(d, idx.astype(np.intp), axis=1), expected, atol=1e-4)
+    queried, qdist = search.query(x[:7] + 0.01, 4)
+    assert queried.shape == (7, 4) and (queried[:, 0] == np.arange(7)).all() and (np.diff(qdist, axis=1) >= 0).all()
+
+
+def test_layout_places_rows_beyond_the_fit_sample_with_their_cluster(monkeypatch):
+    """Above UMAP_FIT_MAX rows UMAP is fitted on a sample and the rest are transformed (their neighbours found by
+    the exact search): deterministic, and every row lands with its own cluster."""
+    from curation import layout
+
+    monkeypatch.setattr(layout, "UMAP_FIT_MAX", 300)
+    x = clustered(700, d=32, clusters=4)
+    a, b = layout.layout_3d(x, seed=3), layout.layout_3d(x, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (700, 3) and np.isfinite(a).all() and np.abs(a).max() <= 1.0 + 1e-6
+    labels = np.arange(700) % 4
+    centres = np.stack([a[labels == c].mean(axis=0) for c in range(4)])
+    assert (np.linalg.norm(a[:, None] - centres[None], axis=2).argmin(axis=1) == labels).mean() > 0.95
