@@ -64,10 +64,19 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         labels = pl.read_csv(labels_csv, infer_schema=False)
         counts = counts.join(labelled_counts(labels), on=["category", "class"], how="left")
         columns.append("labelled")
-    table = Table(*columns, title="images per class (predicted)")
+    table = Table(*columns, title=f"images per class (predicted by {record.meta_model})")
     for row in counts.iter_rows():
         table.add_row(*[str(v) for v in row])
     console.print(table)
+    if "labelled" in columns:
+        from curation.summary import agreement
+
+        scores = agreement(load_results(cr.settings.data_root, dataset_id), labels)
+        parts = [f"{r['category']} {r['accuracy']:.0%} ({r['agree']}/{r['labelled']}, {r['none_share']:.0%} None)"
+                 for r in scores.iter_rows(named=True) if r["labelled"]]
+        console.print("agreement with the labels: " + "; ".join(parts), highlight=False)
+        console.print("  (synthetic scenes, which the model never trained on; on real photos see docs/model.md)",
+                      highlight=False)
 
 
 @app.command()
@@ -305,7 +314,7 @@ def teach(
 def evaluate(
     images_dir: Path,
     labels: Annotated[Path, typer.Option(help="CSV with columns file,time,weather,road,location")],
-    backend: Annotated[str, typer.Option(help="Model backend")] = "cpu",
+    backend: Annotated[str, typer.Option(help="Model backend: cnn, fast or clip")] = "cnn",
     fewshot: Annotated[int | None, typer.Option(help="Train a probe on K labelled images per class")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the report as JSON")] = None,
 ) -> None:

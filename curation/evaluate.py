@@ -99,9 +99,9 @@ def evaluate_folder(images_dir: Path, labels_csv: Path, backend: ModelBackend | 
                     fewshot: int | None = None, seeds: int = 5) -> dict:
     """Zero-shot tag metrics per category and, if `fewshot` is set, a K-shot linear probe."""
     if backend is None:
-        from curation.models.cpu import CpuModel
+        from curation.models.registry import load_backend
 
-        backend = CpuModel()
+        backend = load_backend("cnn")
     taxonomy = getattr(backend, "taxonomy", None)
     if taxonomy is None:
         from curation.taxonomy import DEFAULT_TAXONOMY as taxonomy

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     service_url: str | None = None
     api_key: SecretStr | None = None
     api_key_block: str | None = None  # Prefect Secret block holding the API key, read when api_key is unset
-    model: str = "cpu"  # cpu (weight-free default) or clip
+    model: str = "cnn"  # cnn (EfficientNet-Lite0, the default), fast (weight-free descriptor; also "cpu") or clip
     clip_weights: Path | None = None  # local open_clip checkpoint; never downloaded at run time
     clip_model: str = "ViT-B-32"
 

@@ -27,3 +27,25 @@ def labelled_counts(labels: pl.DataFrame, taxonomy: Taxonomy = DEFAULT_TAXONOMY)
         [pl.col(c).cast(pl.String).replace("", None) for c in taxonomy.categories if c in labels.columns]
     )
     return class_counts(cleaned, taxonomy).rename({"images": "labelled"})
+
+
+def agreement(results: pl.DataFrame, labels: pl.DataFrame, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> pl.DataFrame:
+    """Per category, how often the predicted tag equals the label, over images that have a label.
+
+    results needs blob_name and the category columns; labels needs file (the blob name) and the same columns.
+    A None prediction counts as a miss. Returns category, labelled (images compared), agree, accuracy, none_share.
+    """
+    joined = results.join(labels.rename({c: f"{c}_label" for c in taxonomy.categories if c in labels.columns}),
+                          left_on="blob_name", right_on="file", how="inner")
+    rows = []
+    for category in taxonomy.categories:
+        if f"{category}_label" not in joined.columns:
+            continue
+        known = joined.filter(pl.col(f"{category}_label").cast(pl.String).fill_null("") != "")
+        n = known.height
+        agree = known.filter(pl.col(category) == pl.col(f"{category}_label")).height
+        none = known.filter(pl.col(category).is_null()).height
+        rows.append({"category": category, "labelled": n, "agree": agree,
+                     "accuracy": agree / n if n else None, "none_share": none / n if n else None})
+    return pl.DataFrame(rows, schema={"category": pl.String, "labelled": pl.Int64, "agree": pl.Int64,
+                                      "accuracy": pl.Float64, "none_share": pl.Float64})

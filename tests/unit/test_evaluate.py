@@ -118,7 +118,7 @@ def test_fewshot_separable_embeddings(tmp_path: Path) -> None:
 def test_default_backend_runs_on_generated_images(tmp_path: Path) -> None:
     img_dir, labels = _write(tmp_path, [("x.png", "black", "night"), ("y.jpg", "red", "day")])
     rep = evaluate_folder(img_dir, labels)
-    assert rep["backend"] == "cpu-rules-v1"
+    assert rep["backend"].startswith("efficientnet-lite0-heads-")  # the CNN is the default
     assert rep["categories"]["time"]["n"] == 2
     assert set(rep["categories"]["time"]["confusion"]["night"]) == {
         *DEFAULT_TAXONOMY.classes["time"], "None"}
