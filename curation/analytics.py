@@ -77,6 +77,20 @@ class DuplicateThresholds:
     embedding_distance: float = 0.003
 
 
+# The same copy lies at different cosine distances in different embedding spaces; bench/check_duplicate_thresholds.py
+# measures them on real photos (docs/model.md has the figures). In the CNN's, re-encoded and resized copies of
+# photos >= 300 px lie at <= 0.05 (p95), brightened ones <= 0.034, and the nearest distinct photo at >= 0.047 (min),
+# 0.115 (p1).
+CNN_THRESHOLDS = DuplicateThresholds(phash_bits=8, phash_confirm_distance=0.15, embedding_distance=0.04)
+
+
+def thresholds_for(embedding_model: str | None) -> DuplicateThresholds:
+    """The near-duplicate thresholds calibrated for an embedding model (the descriptor's when unknown)."""
+    if embedding_model and embedding_model.startswith("efficientnet-lite0"):
+        return CNN_THRESHOLDS
+    return DuplicateThresholds()
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)

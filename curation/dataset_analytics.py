@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from curation.analytics import analyse, analytics_table
+from curation import registry
+from curation.analytics import analyse, analytics_table, thresholds_for
 from curation.parquet_io import write_table
 from curation.paths import DatasetPaths, dataset_paths
 from curation.quality import FLAGS
@@ -32,6 +33,13 @@ def _embedding_matrix(embeddings: pl.DataFrame, rows: pl.Series) -> np.ndarray:
     has = rows.is_not_null().to_numpy()
     matrix[has] = vectors[rows.drop_nulls().to_numpy()]
     return matrix
+
+
+def _embedding_model(root: Path, dataset_id: str) -> str | None:
+    try:
+        return registry.load(root, dataset_id).embedding_model
+    except registry.DatasetNotFound:  # analytics on bare Parquet files (no record): the default thresholds
+        return None
 
 
 def analyse_dataset(root: Path, dataset_id: str, k: int = 10) -> dict[str, Any]:
@@ -66,6 +74,7 @@ def analyse_dataset(root: Path, dataset_id: str, k: int = 10) -> dict[str, Any]:
         phash=frame["phash"].to_list() if "phash" in frame.columns else None,
         signals=signals,
         k=k,
+        thresholds=thresholds_for(_embedding_model(root, dataset_id)),
     )
     write_table(paths.analytics, analytics_table(result))
     grouped = result.filter(pl.col("duplicate_group").is_not_null())

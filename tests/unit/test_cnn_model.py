@@ -145,3 +145,33 @@ def test_night_and_day_photos_are_told_apart(model: CnnModel) -> None:
     preds = model.predict([load_image(SHARED / "real-dev" / "images" / r["file"]) for r in picked])
     right = sum(p.tags["time"][0] == r["time"] for p, r in zip(preds, picked, strict=True))
     assert right >= 14
+
+
+@pytest.mark.skipif(not (SHARED / "real-dev").is_dir(), reason="needs ../shared/datasets/real-dev")
+def test_reencoded_and_resized_copies_group_with_their_originals(model: CnnModel) -> None:
+    """As the pipeline sees them: embedding, perceptual hash from the thumbnail step, the CNN's thresholds."""
+    import io
+
+    from curation.analytics import analyse, thresholds_for
+    from curation.thumbnails import decode_with_facts
+
+    def jpeg(im: Image.Image, scale: float, quality: int) -> bytes:
+        buf = io.BytesIO()
+        im.resize((int(im.width * scale), int(im.height * scale))).save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+
+    files = sorted((SHARED / "real-dev" / "images").iterdir())
+    originals = [im for im in (load_image(f) for f in files[:60]) if min(im.size) >= 300][:12]
+    blobs = [jpeg(im, 1.0, 95) for im in originals] + [jpeg(im, 0.5 if i % 2 else 0.75, 70)
+                                                        for i, im in enumerate(originals[:6])]
+    made = [decode_with_facts(b, 256) for b in blobs]
+    embedding = np.stack([p.embedding for p in model.predict([Image.open(io.BytesIO(b)).convert("RGB")
+                                                              for b in blobs])])
+    ids = [f"o{i}" for i in range(len(originals))] + [f"c{i}" for i in range(6)]
+    result = analyse(ids, embedding, phash=[m.facts["phash"] for m in made], k=5,
+                     thresholds=thresholds_for(model.embedding_name))
+    group = dict(zip(result["image_id"].to_list(), result["duplicate_group"].to_list(), strict=True))
+    for i in range(6):
+        assert group[f"c{i}"] is not None and group[f"c{i}"] == group[f"o{i}"], f"copy {i} not with its original"
+    groups = [group[f"o{i}"] for i in range(len(originals)) if group[f"o{i}"] is not None]
+    assert len(groups) == len(set(groups))  # no two distinct photos in one group
