@@ -6,7 +6,7 @@ sizes). The 1280-d pooled features are L2-normalised and projected on stored pri
 dataset embedding, and each category's calibrated linear head tags from that embedding (curation.models.heads).
 
 The object is cheap to pickle: the service sends it with every batch to its worker processes, and each process
-builds its network once and keeps it (`_runtime`).
+builds its network once and keeps it (`_cached_session`).
 """
 
 from __future__ import annotations
@@ -25,27 +25,34 @@ from curation.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 
 INPUT_SIZE = (176, 128)  # width, height
 _lock = threading.Lock()
-_runtimes: dict[tuple[str, str], tuple[Any, Heads]] = {}
+_sessions: dict[str, Any] = {}
+_heads: dict[str, Heads] = {}
 
 
 def _session(weights: Path) -> Any:
     import onnxruntime as ort
 
-    graph = net.build_graph(net.read_checkpoint(weights))
+    graph = net.build_graph(net.read_checkpoint(weights)).SerializeToString()
     options = ort.SessionOptions()
     # One thread: the service already runs one worker process per core.
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _runtime(weights: Path, heads_path: Path) -> tuple[Any, Heads]:
-    """This process's network and heads, built on first use."""
-    key = (str(weights), str(heads_path))
+def _cached_session(weights: Path) -> Any:
+    """This process's network, built on first use (only where images are run: the worker processes)."""
     with _lock:
-        if key not in _runtimes:
-            _runtimes[key] = (_session(weights), load_heads(heads_path))
-        return _runtimes[key]
+        if str(weights) not in _sessions:
+            _sessions[str(weights)] = _session(weights)
+        return _sessions[str(weights)]
+
+
+def _cached_heads(path: Path) -> Heads:
+    with _lock:
+        if str(path) not in _heads:
+            _heads[str(path)] = load_heads(path)
+        return _heads[str(path)]
 
 
 def model_input(images: list[Image.Image]) -> np.ndarray:
@@ -64,23 +71,27 @@ class CnnModel:
         self.taxonomy = taxonomy
         self.weights = Path(weights) if weights else net.default_weights_path()
         self.heads_path = Path(heads)
-        loaded = self.heads  # fail at start-up, not in a worker, when the weights or heads are wrong
+        # Fail at start-up, not in a worker, when the weights or the heads are wrong; the network itself is built
+        # only in the processes that run images.
+        if not self.weights.is_file() or net.file_sha256(self.weights) != net.WEIGHTS_SHA256:
+            net.read_checkpoint(self.weights)  # raises WeightsError with what is wrong
+        loaded = self.heads
         self.name = f"efficientnet-lite0-heads-{loaded.version}"
         self.embedding_name = f"efficientnet-lite0-pca{loaded.embedding_dim}"
         self.embedding_dim = loaded.embedding_dim
 
     @property
     def heads(self) -> Heads:
-        return _runtime(self.weights, self.heads_path)[1]
+        return _cached_heads(self.heads_path)
 
     def features(self, images: list[Image.Image]) -> np.ndarray:
         """(n, 1280) pooled network features."""
-        session = _runtime(self.weights, self.heads_path)[0]
+        session = _cached_session(self.weights)
         return session.run(["features"], {"image": model_input(images)})[0]
 
     def imagenet_logits(self, images: list[Image.Image], size: tuple[int, int] = (224, 224)) -> np.ndarray:
         """(n, 1000) ImageNet logits at the network's training size (to check the weights)."""
-        session = _runtime(self.weights, self.heads_path)[0]
+        session = _cached_session(self.weights)
         batch = np.stack([np.asarray(im.convert("RGB").resize(size, Image.BILINEAR)) for im in images])
         return session.run(["logits"], {"image": batch})[0]
 

@@ -96,8 +96,9 @@ def _out_of_fold(emb: np.ndarray, emb_mirror: np.ndarray, y: np.ndarray, c: floa
     return logits, classes
 
 
-def train_category(emb: np.ndarray, emb_mirror: np.ndarray, labels: list[str], threshold: float) -> tuple[Head, dict]:
-    """One category's head and its cross-validated metrics."""
+def train_category(emb: np.ndarray, emb_mirror: np.ndarray, labels: list[str], threshold: float,
+                   folders: list[str] | None = None) -> tuple[Head, dict]:
+    """One category's head and its cross-validated metrics (also per folder of photos, when given)."""
     from sklearn.metrics import f1_score, log_loss
 
     y_all = np.array(labels)
@@ -131,6 +132,11 @@ def train_category(emb: np.ndarray, emb_mirror: np.ndarray, labels: list[str], t
         "cv_accuracy_when_tagged": round(float((pred[kept] == y[kept]).mean()), 4) if kept.any() else None,
         "not_learnt": {c: n for c, n in sorted(counts.items()) if n < MIN_PER_CLASS},
     }
+    if folders is not None:
+        where = np.array(folders)[keep]
+        metrics["cv_accuracy_by_folder"] = {f: {"n": int((where == f).sum()),
+                                                "accuracy": round(float((pred[where == f] == y[where == f]).mean()), 4)}
+                                            for f in sorted(set(where))}
     return Head(tuple(classes), weight.astype(np.float32), bias.astype(np.float32), temperature), metrics
 
 
@@ -153,7 +159,8 @@ def train(folders: list[Path], out: Path = HEADS_FILE, manifest: Path = MANIFEST
         labels = [p.labels[category] for p in photos]
         if len({v for v in labels if v}) < 2:
             continue
-        heads[category], metrics[category] = train_category(emb, emb_mirror, labels, taxonomy.thresholds[category])
+        heads[category], metrics[category] = train_category(emb, emb_mirror, labels, taxonomy.thresholds[category],
+                                                            [p.folder for p in photos])
         print(f"{category:<9} " + json.dumps({k: metrics[category][k] for k in
                                               ("n", "classes", "cv_accuracy", "cv_macro_f1", "cv_none_share")}))
     version = date.today().isoformat()

@@ -175,3 +175,15 @@ def test_reencoded_and_resized_copies_group_with_their_originals(model: CnnModel
         assert group[f"c{i}"] is not None and group[f"c{i}"] == group[f"o{i}"], f"copy {i} not with its original"
     groups = [group[f"o{i}"] for i in range(len(originals)) if group[f"o{i}"] is not None]
     assert len(groups) == len(set(groups))  # no two distinct photos in one group
+
+
+def test_backend_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.models.registry import load_backend
+    from curation.settings import Settings
+
+    monkeypatch.delenv("CURATION_MODEL", raising=False)
+    assert Settings().model == "cnn"
+    assert isinstance(load_backend("cnn"), CnnModel)
+    assert load_backend("fast").name == load_backend("cpu").name == "cpu-rules-v1"
+    with pytest.raises(ValueError, match="cnn \\(default\\), fast, clip"):
+        load_backend("resnet")
