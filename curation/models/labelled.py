@@ -26,6 +26,7 @@ class LabelledPhoto:
     file: str
     folder: str
     source: str
+    commit: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     image: Image.Image | None = None
 
@@ -48,6 +49,7 @@ def read_labels(labels_csv: Path, categories: Iterable[str]) -> list[dict[str, s
     with open(labels_csv, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return [{"file": r["file"], "source": (r.get("source_repo") or "").strip(),
+             "commit": (r.get("source_commit") or "").strip(),
              **{c: (r.get(c) or "").strip() for c in categories}} for r in rows]
 
 
@@ -75,7 +77,7 @@ def load_labelled(folders: Iterable[Path], categories: tuple[str, ...] = ("time"
     for folder in folders:
         folder = Path(folder)
         for row in read_labels(folder / "labels.csv", categories):
-            photo = LabelledPhoto(row["file"], folder.name, row["source"] or folder.name,
+            photo = LabelledPhoto(row["file"], folder.name, row["source"] or folder.name, row["commit"],
                                   {c: row[c] for c in categories})
             if with_images:
                 try:

