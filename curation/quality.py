@@ -1,20 +1,33 @@
 """Per-image quality signals and cleanvision-like issue flags, from an image that is already decoded.
 
 The pipeline decodes each image once (possibly reduced by JPEG draft mode to a 256-512 px short side) and makes its
-thumbnail from that decode. So that a signal means the same whatever scale the decoder chose, every signal is computed
-on a fixed-size working copy: the image shrunk (never enlarged) to fit WORK_SIDE x WORK_SIDE (256), exactly as
-Image.thumbnail shrinks it, which is the thumbnail the viewer shows at the default thumbnail size. The thumbnail step
-hands that thumbnail here, so the signals cost no resize of their own (curation.thumbnails.decode_with_facts); the
-perceptual hash is taken on a 32 x 32 grayscale of it. Size and aspect ratio come from the full width and height the
-caller passes, not from the (possibly reduced) decoded image.
+thumbnail from that decode. So that a signal means the same whatever scale the decoder chose, the exposure, colour
+and information signals are computed on a fixed-size working copy: the image shrunk (never enlarged) to fit
+WORK_SIDE x WORK_SIDE (256), exactly as Image.thumbnail shrinks it, which is the thumbnail the viewer shows at the
+default thumbnail size. The thumbnail step hands that thumbnail here, so those signals cost no resize of their own
+(curation.thumbnails.decode_with_facts); the perceptual hash is taken on a 32 x 32 grayscale of it. Size and aspect
+ratio come from the full width and height the caller passes, not from the (possibly reduced) decoded image.
+
+Blur and sharpness are not measured on the thumbnail: a 1080p photo is shrunk 7.5x there, which hides a blur of a
+few pixels (a GaussianBlur(6) of a 1920 x 1080 JPEG is radius 0.8 in the thumbnail: issue #15). They are
+measured on the decode itself (`detail_view`), brought to a fixed scale as draft mode would decode it: reduced by a
+power of two to the smallest size with at least WORK_SIDE px on the short side (a 1080p JPEG's 1/4 draft, 480 x 270,
+as it comes from the decoder; a PNG or a larger decode box-reduced to the same). So the thresholds do not depend on
+the image's size, its format or the thumbnail size, and there is no second decode: ~0.5 ms more per 1080p image.
 
 Signals (all plain floats, except phash):
     brightness      mean luma (Rec. 601, as Pillow's "L"), 0-1
     luma_p05/p99    5th and 99th percentile of luma, 0-1 (cleanvision's light/dark statistics)
     contrast        standard deviation of luma, 0-1
-    blur            variance of the 4-neighbour Laplacian of the working grayscale (0-255 scale); low = blurry
-    sharpness       blur / luma variance (both on 0-255): the same, made independent of contrast, so that a sharp
-                    but low-contrast scene (fog, dusk) is not mistaken for a blurred one
+    blur            variance of the 4-neighbour Laplacian of the detail view's grayscale (0-255 scale): how much
+                    detail there is at its finest scale; low = blurry or featureless
+    sharpness       mean squared Laplacian of the detail view over that of the view halved (a 2 x 2 box
+                    reduction), on the tenth of its 16 px tiles with the most detail at the halved scale: the finest
+                    scale's detail against the next coarser one's, where the image has edges. A blur takes the fine
+                    scale away first: a Gaussian blur of sigma 1.5 view px (radius 6 on a 1080p JPEG) leaves
+                    0.09-0.10 wherever there is detail to judge (blur >= 4), where real photos give 0.43-0.90
+                    (quartiles; 0.155 at the least) and white noise ~4. Unlike the blur / luma variance it replaces,
+                    it depends neither on contrast (fog, dusk) nor on how much of the frame has edges (a sky, a car)
     entropy         Shannon entropy of the 256-bin luma histogram, bits (0-8); low = little information
     colourfulness   Hasler & Suesstrunk (2003) colourfulness M on 0-255 RGB; 0 for a grey image
     saturation      mean per-pixel chroma (max - min of R, G, B), 0-1
@@ -26,17 +39,22 @@ Signals (all plain floats, except phash):
 Flag thresholds, in relation to cleanvision's defaults (cleanvision 0.3, `ImagePropertyIssueManager`):
     dark             luma_p99 < 0.37: cleanvision's dark default (its 99th-percentile brightness < 0.37).
     overexposed      luma_p05 > 0.95: cleanvision's "light" default (1 - 5th-percentile brightness < 0.05).
-    blurry           blur < 20 (next to no edges at any contrast), or blur < 50 and sharpness < 0.01 (few edges for
-                     the contrast there is); never when flat (contrast < 0.02), low_information or dark, which have
-                     their own flags. Blur is judged at the working scale: a blur far below one working pixel (say
-                     radius 4 on a 4000 px photo) is invisible in a 256 px view and is not flagged.
-                     cleanvision scores the std of FIND_EDGES at a 64 px long side (1 - exp(-0.01 std) < 0.17,
-                     plus a dark penalty). Ours was calibrated on the 199 real road photos of shared/datasets/real-dev
-                     (bench/check_blur_flags.py): it flags 191 of their GaussianBlur(radius 4) copies, 146 of the
-                     radius-2 copies and 8 of the originals (all 8 labelled foggy). Of the 80 photos larger than
-                     256 px: 74, 28 and 8; a radius-2 blur of a 1280 px photo is 0.4 px at the working scale. (Until
-                     the working copy became the 256 px thumbnail it was 256 px on the short side, with
-                     thresholds 8 / 40 / 0.005: 196, 148 and 11; of the 80, 79, 46 and 11.)
+    blurry           sharpness < 0.15 (the finest scale is missing: blurred), or blur < 4 (next to no detail at
+                     any scale, where JPEG noise keeps sharpness up: a blurred fog scene); never when flat
+                     (contrast < 0.02), low_information or dark, which have their own flags. Blur is judged at the
+                     detail view's scale: a blur well below one of its pixels (say radius 4 on a 4000 px photo, 0.5 px
+                     at its 1/8 draft) is not flagged. cleanvision scores the std of FIND_EDGES at a 64 px long side
+                     (1 - exp(-0.01 std) < 0.17, plus a dark penalty).
+                     Calibrated with bench/check_blur_flags.py on real-dev and real-train (464 photos), 1080p
+                     JPEGs upscaled from them (80) and synthetic 1080p JPEGs (24). Flagged now (before, on the 256 px
+                     thumbnail with blur < 20, or blur < 50 and blur / luma variance < 0.01): GaussianBlur(6) at
+                     1080p, 80 of 80 upscaled real (38, mostly fog scenes) and 24 of 24 synthetic (0); radius 4,
+                     80 and 24 (24, 0); radius 3, 19 and 0 (17, 0). Sharp originals: real-dev 2 of 199 (8),
+                     real-train 0 of 265 (0), both dense fog with blur < 3; at 1080p, 1 of 80 upscaled real (9; a
+                     web image that was already an upscale, sharpness 0.11) and 0 of 24 synthetic (0). Radius 2 and
+                     4 at the photos' own size: 462 and 461 of 464 (399, 455). The radius-6 copies stay flagged at
+                     JPEG quality 85 (80, 24) and 75 (78, 24); with noise (sd 2) added after the blur, 49 of 80 and
+                     24 of 24.
     low_information  entropy < 3.0 bits: cleanvision's default is 0.1 x entropy < 0.3, i.e. 3.0 bits (of Pillow's
                      RGB histogram; ours is of luma, so for a grey image it flags up to log2(3) = 1.6 bits more).
     grayscale        chroma_p99 < 0.02 (5/255: tolerates JPEG chroma noise). cleanvision looks at the file's mode
@@ -55,15 +73,17 @@ import numpy as np
 from PIL import Image, ImageChops
 from scipy.fft import dct
 
-WORK_SIDE = 256  # every pixel signal is computed on the image shrunk to fit WORK_SIDE x WORK_SIDE
+WORK_SIDE = 256  # every pixel signal but blur is computed on the image shrunk to fit WORK_SIDE x WORK_SIDE
+DETAIL_MAX_SIDE = 1024  # the detail view's long side is cropped to this, so a panorama's costs no more than 16:9's
+DETAIL_TILE = 16  # sharpness compares the detail view and its half on tiles of this many view px
+DETAIL_TOP_SHARE = 0.1  # ... the tenth of them with the most detail
 PHASH_SIDE = 32  # the hash is taken from the 8 x 8 lowest frequencies of a 32 x 32 DCT
 PHASH_BITS = 8
 
 DARK_LUMA_P99 = 0.37
 OVEREXPOSED_LUMA_P05 = 0.95
-BLURRY_LAPLACIAN_VAR = 50.0
-BLURRY_SHARPNESS = 0.01
-BLURRY_LAPLACIAN_VAR_FLOOR = 20.0
+BLURRY_SHARPNESS = 0.15
+BLURRY_LAPLACIAN_VAR_FLOOR = 4.0
 BLURRY_MIN_CONTRAST = 0.02
 LOW_INFORMATION_ENTROPY = 3.0
 GRAYSCALE_CHROMA_P99 = 0.02
@@ -84,6 +104,28 @@ def working_copy(img: Image.Image) -> Image.Image:
         img = img.copy()
         img.thumbnail((WORK_SIDE, WORK_SIDE))
     return img
+
+
+def detail_view(img: Image.Image) -> Image.Image:
+    """The grayscale on which blur is measured: img reduced by a power of two (a box average, as draft mode's DCT
+    scaling is) to the smallest size with at least WORK_SIDE px on the short side; a long side beyond
+    DETAIL_MAX_SIDE is centre-cropped.
+
+    A power of two, so that a PNG and a JPEG of the same photo, or a decode for a larger thumbnail, land on the
+    scale a draft decode at WORK_SIDE gives; the draft decode itself is used as it is."""
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    gray = img.convert("L") if img.mode != "L" else img
+    factor = max(1, min(gray.size) // WORK_SIDE)
+    factor = 1 << (factor.bit_length() - 1)
+    if factor > 1:
+        gray = gray.reduce(factor)
+    w, h = gray.size
+    cw, ch = min(w, DETAIL_MAX_SIDE), min(h, DETAIL_MAX_SIDE)
+    if (cw, ch) != (w, h):
+        left, top = (w - cw) // 2, (h - ch) // 2
+        gray = gray.crop((left, top, left + cw, top + ch))
+    return gray
 
 
 _LEVELS = np.arange(256, dtype=np.float64)
@@ -110,19 +152,52 @@ def _percentiles(hist: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     return out
 
 
-def _laplacian_variance(gray_u8: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian over the interior pixels (exact: integer arithmetic)."""
-    if gray_u8.shape[0] < 3 or gray_u8.shape[1] < 3:
-        return 0.0
+def _laplacian(gray_u8: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian of the interior pixels, int16 (exact: |value| <= 1020); empty below 3 x 3."""
     g = gray_u8.astype(np.int16)
     lap = g[1:-1, :-2] + g[1:-1, 2:]
     lap += g[:-2, 1:-1]
     lap += g[2:, 1:-1]
     lap -= 4 * g[1:-1, 1:-1]
+    return lap
+
+
+def _laplacian_variance(lap: np.ndarray) -> float:
+    """Variance of a Laplacian (exact: integer sums)."""
+    if lap.size == 0:
+        return 0.0
     n = lap.size
     mean = int(lap.sum(dtype=np.int64)) / n
     square = np.square(lap, dtype=np.int32)  # |lap| <= 1020: its square fits, the sum needs int64
     return max(int(square.sum(dtype=np.int64)) / n - mean * mean, 0.0)
+
+
+def _tile_energy(lap: np.ndarray, tile: int, rows: int, cols: int) -> np.ndarray:
+    """Sum of lap^2 over each of rows x cols tiles of tile x tile values (from the top left), flattened."""
+    square = lap[: rows * tile, : cols * tile].astype(np.float32)
+    square *= square
+    # A matrix-vector product (BLAS) sums along rows 3x faster than numpy's sum over reshaped axes.
+    per_row = square.reshape(rows * tile, cols, tile) @ np.ones(tile, dtype=np.float32)
+    return per_row.reshape(rows, tile, cols).sum(axis=1).ravel()
+
+
+def _fine_share(fine: np.ndarray, view: Image.Image) -> float:
+    """Sharpness (module docstring): mean lap^2 of the detail view over that of the view halved, on the tenth of
+    DETAIL_TILE-px tiles with the most half-scale detail.
+
+    Over the strongest tiles, not the frame: there the edges dwarf the noise (sensor, JPEG) that would otherwise
+    fill a blurred image's empty finest scale and read as sharp; a sky or a fogged background does not dilute it."""
+    coarse = _laplacian(np.asarray(view.reduce(2)))
+    half = DETAIL_TILE // 2
+    # fine[i] is view row i + 1 and coarse[j] view rows 2j + 2 and 2j + 3: fine[1:] lines the tiles up.
+    rows, cols = (max(0, min((f - 1) // DETAIL_TILE, c // half)) for f, c in zip(fine.shape, coarse.shape))
+    if rows * cols == 0:  # smaller than one tile: the whole image
+        fine_mean = float(np.square(fine, dtype=np.int32).mean()) if fine.size else 0.0
+        return fine_mean / ((float(np.square(coarse, dtype=np.int32).mean()) if coarse.size else 0.0) + 1e-6)
+    fine_e, coarse_e = _tile_energy(fine[1:, 1:], DETAIL_TILE, rows, cols), _tile_energy(coarse, half, rows, cols)
+    top = max(1, math.ceil(DETAIL_TOP_SHARE * rows * cols))
+    strongest = np.argpartition(coarse_e, coarse_e.size - top)[coarse_e.size - top:]
+    return float(fine_e[strongest].sum()) / 4.0 / (float(coarse_e[strongest].sum()) + 1e-6)  # 4x the pixels
 
 
 def _entropy_bits(hist: np.ndarray) -> float:
@@ -171,13 +246,17 @@ def phash(gray: Image.Image) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def image_signals(img: Image.Image, width: int, height: int) -> dict[str, float | int]:
+def image_signals(
+    img: Image.Image, width: int, height: int, detail: Image.Image | None = None
+) -> dict[str, float | int]:
     """Quality signals of one decoded image (see the module docstring for each key).
 
     Args:
         img: the decoded image (any mode; converted to RGB), possibly reduced in size by the decoder, or its
             working copy (`working_copy`), which is then used as it is.
         width, height: the full size of the original image, for aspect ratio and size.
+        detail: the largest decode of the image at hand, for blur and sharpness (`detail_view`); by default img.
+            Pass the decode when img is its thumbnail, or a blur of a few full-size pixels goes unseen.
 
     Returns:
         A flat dict of floats plus `phash` (signed int64), ready to be one row of a signals table.
@@ -191,14 +270,16 @@ def image_signals(img: Image.Image, width: int, height: int) -> dict[str, float 
     p05, p99 = _percentiles(hist, (5, 99))
     colourfulness, chroma_hist = _colour(work)
     w, h = max(int(width), 1), max(int(height), 1)
-    blur = _laplacian_variance(np.asarray(gray_img))
+    view = detail_view(img if detail is None else detail)
+    fine = _laplacian(np.asarray(view))
+    blur = _laplacian_variance(fine)
     return {
         "brightness": mean / 255.0,
         "luma_p05": p05 / 255.0,
         "luma_p99": p99 / 255.0,
         "contrast": math.sqrt(var) / 255.0,
         "blur": blur,
-        "sharpness": blur / (var + 1e-6),
+        "sharpness": _fine_share(fine, view),
         "entropy": _entropy_bits(hist),
         "colourfulness": colourfulness,
         "saturation": _moments(chroma_hist)[0] / 255.0,
@@ -226,9 +307,7 @@ def quality_flags(
         flags.append("overexposed")
     low_information = signals["entropy"] < LOW_INFORMATION_ENTROPY
     flat = signals["contrast"] < BLURRY_MIN_CONTRAST
-    blur = signals["blur"]
-    few_edges = blur < BLURRY_LAPLACIAN_VAR and signals["sharpness"] < BLURRY_SHARPNESS
-    soft = blur < BLURRY_LAPLACIAN_VAR_FLOOR or few_edges
+    soft = signals["sharpness"] < BLURRY_SHARPNESS or signals["blur"] < BLURRY_LAPLACIAN_VAR_FLOOR
     if soft and not (flat or low_information or "dark" in flags):
         flags.append("blurry")
     if low_information:

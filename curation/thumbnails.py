@@ -43,7 +43,8 @@ class FileFacts:
 
 def decode_with_facts(data: bytes, max_side: int) -> FileFacts:
     """Decode once (JPEG draft mode keeping max_side, and at least the signals' 256, pixels on the short side): the file
-    facts, the quality signals, and a thumbnail of max side max_side (EXIF orientation applied) as JPEG bytes.
+    facts, the quality signals (blur on that decode, the others on the 256 px thumbnail), and a thumbnail of max side
+    max_side (EXIF orientation applied) as JPEG bytes.
 
     The one place a thumbnail is made: the inference service does it on the decode it needs for the model, and the
     pipeline on its own decode when a service does not return thumbnails."""
@@ -54,8 +55,10 @@ def decode_with_facts(data: bytes, max_side: int) -> FileFacts:
         return FileFacts({**facts, "width": None, "height": None, "format": None, "error": str(exc)}, None, None)
     thumb = working_copy(decoded.image) if max_side == WORK_SIDE else decoded.image.copy()
     thumb.thumbnail((max_side, max_side))  # a no-op on the working copy, which fits already
-    # At the default size the thumbnail is the signals' working copy: no second resize (curation.quality).
-    signals = image_signals(thumb if max_side == WORK_SIDE else decoded.image, decoded.width, decoded.height)
+    # At the default size the thumbnail is the signals' working copy: no second resize (curation.quality). Blur is
+    # measured on the decode itself, where a blur of a few full-size pixels is still visible.
+    work = thumb if max_side == WORK_SIDE else decoded.image
+    signals = image_signals(work, decoded.width, decoded.height, detail=decoded.image)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     facts |= {**signals, "width": decoded.width, "height": decoded.height, "format": decoded.format, "error": None}

@@ -56,8 +56,9 @@ def test_an_undecodable_file_has_facts_and_a_reason_but_no_thumbnail():
 
 @pytest.mark.parametrize("max_side", [256, 128, 400])
 def test_signals_are_the_working_copy_s_whatever_the_thumbnail_size(max_side):
-    """At the default size the thumbnail is the signals' working copy (no second resize); at any other size the
-    signals are still those of the 256 px working copy of the same decode (at least 256 px on the short side)."""
+    """At the default size the thumbnail is the signals' working copy (no second resize), and blur is measured on the
+    decode itself; at any other size the signals are still those of the same decode (at least 256 px on the short
+    side), blur included."""
     from curation.quality import image_signals, working_copy
 
     data = jpeg_bytes(7, (1920, 1080))
@@ -68,7 +69,18 @@ def test_signals_are_the_working_copy_s_whatever_the_thumbnail_size(max_side):
     assert working_copy(made.decoded.image).size == (256, 144)
     if max_side == 256:  # the thumbnail is the working copy, pixel for pixel (before JPEG encoding)
         thumb = working_copy(made.decoded.image)
-        assert image_signals(thumb, 1920, 1080) == reference
+        assert image_signals(thumb, 1920, 1080, detail=made.decoded.image) == reference
+
+
+def test_blur_is_the_same_whatever_the_thumbnail_size():
+    """A larger thumbnail decodes more pixels (1/2 draft for 400 px, not 1/4); blur is still measured at the 1/4
+    draft's scale, so the flag does not depend on the thumbnail size."""
+    data = jpeg_bytes(8, (1920, 1080))
+    facts = {side: decode_with_facts(data, side).facts for side in (128, 256, 400, 600)}
+    assert decode_with_facts(data, 400).decoded.image.size == (960, 540)
+    for side in (128, 400, 600):
+        assert facts[side]["blur"] == pytest.approx(facts[256]["blur"], rel=0.1)
+        assert facts[side]["sharpness"] == pytest.approx(facts[256]["sharpness"], rel=0.1)
 
 
 def test_write_thumbnail_makes_its_folder_replaces_whole_files_and_leaves_no_temporary(tmp_path):

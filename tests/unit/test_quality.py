@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
-from curation.quality import FLAGS, image_signals, phash, quality_flags, quality_score
+from curation.quality import FLAGS, detail_view, image_signals, phash, quality_flags, quality_score
+from curation.thumbnails import decode_with_facts
 
 
 def scene(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image:
@@ -29,6 +31,18 @@ def reencoded(img: Image.Image, scale: float = 0.75, quality: int = 70) -> Image
     buf = io.BytesIO()
     img.resize((int(w * scale), int(h * scale)), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=quality)
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def fogged(img: Image.Image, contrast: float = 0.25) -> Image.Image:
+    """The scene behind fog: its contrast cut to `contrast`, lifted towards a light grey."""
+    pixels = np.asarray(img, dtype=np.float64) * contrast + 204.0 * (1.0 - contrast)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def flags_of(img: Image.Image, size: tuple[int, int] | None = None) -> list[str]:
@@ -70,6 +84,42 @@ def test_signals_do_not_depend_on_the_decoded_scale():
     blurred = big.filter(ImageFilter.GaussianBlur(16))  # radius 2.6 once brought down to the 256 px working copy
     assert "blurry" in flags_of(blurred, (1600, 1200))
     assert "blurry" in flags_of(blurred.reduce(4), (1600, 1200))
+
+
+@pytest.mark.parametrize("seed", [20, 21])
+def test_a_planted_blur_on_a_1080p_jpeg_is_flagged_and_its_original_is_not(seed):
+    """GaussianBlur(6) at 1920 x 1080 is 0.8 px in the 256 px thumbnail, where it went unseen; the pipeline's step
+    measures blur on its 1/4 draft decode (1.5 px there). In fog too: sharpness does not depend on contrast."""
+    sharp = scene(seed, (1920, 1080))
+    blurred = sharp.filter(ImageFilter.GaussianBlur(6))
+    for original, copy in ((sharp, blurred), (fogged(sharp), fogged(blurred))):
+        assert "blurry" not in quality_flags(decode_with_facts(jpeg(original), 256).facts, 1920, 1080)
+        assert "blurry" in quality_flags(decode_with_facts(jpeg(copy), 256).facts, 1920, 1080)
+
+
+def test_blur_is_measured_at_a_draft_decode_s_scale_whatever_was_decoded():
+    """A PNG decoded whole, a larger decode (for a larger thumbnail) and the 1/4 draft of a 1080p image are all
+    measured at 480 x 270, so the thresholds hold for each; a strip is centre-cropped to bound the cost."""
+    big = scene(22, (1920, 1080))
+    assert detail_view(big).size == detail_view(big.reduce(2)).size == detail_view(big.reduce(4)).size == (480, 270)
+    assert detail_view(scene(23, (640, 480))).size == (640, 480)  # below twice 256 on the short side: as decoded
+    assert detail_view(scene(24, (4000, 200))).size == (1024, 200)
+    blurred = big.filter(ImageFilter.GaussianBlur(6))
+    for scale in (1, 2, 4):
+        for decoded, blurry in ((big.reduce(scale), False), (blurred.reduce(scale), True)):
+            thumbnail = decoded.copy()
+            thumbnail.thumbnail((256, 256))
+            signals = image_signals(thumbnail, 1920, 1080, detail=decoded)
+            assert ("blurry" in quality_flags(signals, 1920, 1080)) is blurry
+
+
+def test_sharpness_does_not_depend_on_contrast():
+    """Fog cuts the edges' contrast (blur falls 16x) but not their sharpness: the fogged scene is not blurry."""
+    sharp, foggy = image_signals(scene(25), 640, 480), image_signals(fogged(scene(25)), 640, 480)
+    assert foggy["blur"] < sharp["blur"] / 10
+    assert foggy["sharpness"] == pytest.approx(sharp["sharpness"], rel=0.1)
+    assert quality_flags(foggy, 640, 480) == []
+    assert "blurry" in flags_of(fogged(scene(25).filter(ImageFilter.GaussianBlur(2))))
 
 
 def test_black_is_dark_and_white_is_overexposed():
