@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     api_key_block: str | None = None  # Prefect Secret block holding the API key, read when api_key is unset
     model: str = "cnn"  # cnn (EfficientNet-Lite0, the default), fast (weight-free descriptor; also "cpu") or clip
+    # Where the CNN's ONNX file, made from the shipped checkpoint on first use, is kept.
+    model_cache: Path = Field(default_factory=lambda: Path.home() / ".cache" / "curation" / "models")
     clip_weights: Path | None = None  # local open_clip checkpoint; never downloaded at run time
     clip_model: str = "ViT-B-32"
 

@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 # Imported once by the fork server, so that every worker forked from it starts with them loaded.
 PRELOAD = ("numpy", "PIL.Image", "scipy.fft", "curation.imaging", "curation.quality", "curation.models.cpu_features",
-           "onnx", "onnxruntime", "curation.models.cnn")
+           "onnxruntime", "curation.models.cnn")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 SOLO_ATTEMPTS = 2  # after a crash, each image of the batch is retried alone this many times
 

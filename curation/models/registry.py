@@ -23,7 +23,7 @@ def load_backend(name: str, settings: Settings | None = None) -> ModelBackend:
     if name == "cnn":
         from curation.models.cnn import CnnModel
 
-        return CnnModel()
+        return CnnModel(cache_dir=(settings or get_settings()).model_cache)
     if name in ("fast", "cpu"):
         from curation.models.cpu import CpuModel
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import ImageOps
 
 from curation.models import efficientnet_lite as net
-from curation.models.cnn import INPUT_SIZE, _session, model_input
+from curation.models.cnn import INPUT_SIZE, _session, default_cache_dir, model_input
 from curation.models.heads import HEADS_FILE, MANIFEST_FILE, Head, Heads, l2_normalise
 from curation.models.labelled import LabelledPhoto, load_labelled, shared_sets
 from curation.taxonomy import DEFAULT_TAXONOMY
@@ -39,7 +39,7 @@ FOLDS = 5
 
 def pooled_features(photos: list[LabelledPhoto], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(features of the photos, features of their mirror images)."""
-    session = _session(net.default_weights_path())
+    session = _session(net.onnx_file(net.default_weights_path(), default_cache_dir()))
     plain, mirror = [], []
     for start in range(0, len(photos), batch):
         images = [p.image for p in photos[start:start + batch]]

@@ -187,3 +187,16 @@ def test_backend_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_backend("fast").name == load_backend("cpu").name == "cpu-rules-v1"
     with pytest.raises(ValueError, match="cnn \\(default\\), fast, clip"):
         load_backend("resnet")
+
+
+def test_onnx_file_is_made_once_and_remade_when_damaged(tmp_path: Path) -> None:
+    CnnModel(cache_dir=tmp_path)
+    (made,) = tmp_path.glob("efficientnet-lite0-*.onnx")
+    stamp = made.stat().st_mtime_ns
+    CnnModel(cache_dir=tmp_path)
+    assert made.stat().st_mtime_ns == stamp  # reused, not made again
+    made.write_bytes(made.read_bytes()[:1000])  # a damaged cache file
+    model = CnnModel(cache_dir=tmp_path)
+    assert made.stat().st_size > 10_000_000
+    assert net.file_sha256(made) == (made.parent / (made.name + ".sha256")).read_text().strip()
+    assert model.predict([_scene(False)])[0].embedding.shape == (model.embedding_dim,)
