@@ -202,7 +202,8 @@ def step_costs(paths: list[Path]) -> dict[str, float]:
         timed("service: read + sha256", lambda: hashlib.sha256(path.read_bytes()).hexdigest())
         dec = timed("service: decode (draft, once)", lambda: decode_image(data, min_side=THUMB))
         thumb = timed("service: thumbnail resize", lambda: working_copy(dec.image))
-        timed("service: image_signals (on the thumbnail)", lambda: image_signals(thumb, dec.width, dec.height))
+        timed("service: image_signals (thumbnail; blur on the decode)",
+              lambda: image_signals(thumb, dec.width, dec.height, detail=dec.image))
 
         def encode() -> bytes:
             out = io.BytesIO()
