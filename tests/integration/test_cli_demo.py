@@ -59,6 +59,7 @@ def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
     result = cli.invoke(["demo"])
     assert result.exit_code == 0, result.output
     assert "Completed" in result.output and "images per class" in result.output
+    assert "agreement with the labels: time" in result.output
     [record_file] = (tmp_path / "data" / "datasets").glob("*/dataset.json")
     record = json.loads(record_file.read_text())
     assert record["type"] == "demo" and record["status"] == "Completed" and record["counts"]["accepted"] == 72
@@ -82,8 +83,10 @@ def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
     labels.select("file", "time").write_csv(tmp_path / "teach.csv")
     taught = cli.invoke(["teach", record["id"], str(tmp_path / "teach.csv")])
     assert taught.exit_code == 0, taught.output
-    assert "re-tagged as cpu-rules-v1+probe-v1" in taught.output
-    assert json.loads(record_file.read_text())["meta_model"] == "cpu-rules-v1+probe-v1"
+    base = record["meta_model"]
+    assert base.startswith("efficientnet-lite0-heads-")  # the CNN is the default model
+    assert f"re-tagged as {base}+probe-v1" in taught.output
+    assert json.loads(record_file.read_text())["meta_model"] == f"{base}+probe-v1"
 
     sampled = cli.invoke(["sample", record["id"], "--fraction", "0.4", "--save"])
     assert sampled.exit_code == 0, sampled.output

@@ -49,7 +49,8 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     assert (record.counts.found, record.counts.accepted, record.counts.failed) == (37, 35, 1)
     assert record.counts.rejected == {"unsupported extension '.txt'": 1, "empty (0 bytes)": 1}
     assert record.storage["container_name"] == container.container_name
-    assert record.meta_model == "cpu-rules-v1" and record.embedding_model == "cpu-descriptor-v1"
+    assert record.meta_model.startswith("efficientnet-lite0-heads-")  # the default model
+    assert record.embedding_model == "efficientnet-lite0-pca256"
 
     paths = dataset_paths(settings.data_root, dataset_id)
     files = pl.read_parquet(paths.files)
