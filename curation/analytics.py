@@ -79,8 +79,7 @@ class DuplicateThresholds:
 
 # The same copy lies at different cosine distances in different embedding spaces; bench/check_duplicate_thresholds.py
 # measures them on real photos (docs/model.md has the figures). In the CNN's, re-encoded and resized copies of
-# photos >= 300 px lie at <= 0.05 (p95), brightened ones <= 0.034, and the nearest distinct photo at >= 0.047 (min),
-# 0.115 (p1).
+# photos >= 300 px lie at <= 0.033 (p95), brightened ones <= 0.046, and the nearest distinct photo at >= 0.091.
 CNN_THRESHOLDS = DuplicateThresholds(phash_bits=8, phash_confirm_distance=0.15, embedding_distance=0.04)
 
 

@@ -1,6 +1,6 @@
 """The default backend: EfficientNet-Lite0 (ImageNet weights) features, tag heads and a PCA embedding.
 
-Each image is resized to INPUT_SIZE (176 x 128, landscape; a portrait image is squashed) and run through the
+Each image is resized to INPUT_SIZE (160 x 112, landscape; a portrait image is squashed) and run through the
 network by ONNX Runtime on one thread (fp32: bench/bench_backbone.py measured it against torch, int8 and other
 sizes). The 1280-d pooled features are L2-normalised and projected on stored principal components into the
 dataset embedding, and each category's calibrated linear head tags from that embedding (curation.models.heads).
@@ -24,7 +24,7 @@ from curation.models.base import Prediction
 from curation.models.heads import HEADS_FILE, Heads, load_heads, l2_normalise
 from curation.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 
-INPUT_SIZE = (176, 128)  # width, height
+INPUT_SIZE = (160, 112)  # width, height
 _lock = threading.Lock()
 _sessions: dict[str, Any] = {}
 _heads: dict[str, Heads] = {}
