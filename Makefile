@@ -39,12 +39,15 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
-# Quick sizes by default; `make bench-full` runs the sizes the README's benchmark figures come from (about 2 hours).
+# Quick sizes by default; `make bench-full` runs the sizes docs/benchmarks.md come from (about 2 hours).
 bench: install
-	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in bench/*.py; do [ "$$f" = bench/support.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
 
 bench-full: install
+	$(PY) bench/bench_decode_floor.py --n 10000
 	$(PY) bench/bench_pipeline.py --n 10000
+	$(PY) bench/bench_azure.py --n 10000
+	$(PY) bench/bench_step_costs.py --n 200 --repeat 3
 	$(PY) bench/bench_memory.py --n 10000 100000
 	$(PY) bench/bench_analytics.py --n 100000 1000000
 	$(PY) bench/bench_sampling.py --full

@@ -7,11 +7,11 @@ Usage:
     python bench/bench_analytics.py --dim 216                # the CPU backend's embedding size
 
 Each size runs in a fresh child process (so its peak RSS is its own) and measures:
-  analyse()    curation.analytics.analyse on ALL rows: kNN (exact brute force up to 20k rows, faiss HNSW above) for
+  analyse()    curation.analysis.analytics.analyse on ALL rows: kNN (exact brute force up to 20k rows, faiss HNSW above) for
                similar images and the anomaly score, exact + near-duplicate groups (planted: 1 % exact copies and
                1 % re-encoded copies), quality scores and flags from synthetic signals. Split into kNN, quality and
                the rest (duplicates, anomaly, table).
-  layout_3d()  curation.layout.layout_3d: PCA to 50-d fitted on a 20k-row sample and applied to all rows, UMAP
+  layout_3d()  curation.analysis.layout.layout_3d: PCA to 50-d fitted on a 20k-row sample and applied to all rows, UMAP
                fitted on that 20k-row sample, and every other row placed with UMAP.transform (all rows get x, y, z).
 Targets on the 2-core machine: analyse() under 60 s and analyse() plus layout_3d() under 5 min at 100k.
 Prints a table and writes bench/results/analytics-<timestamp>.json.
@@ -20,21 +20,13 @@ Prints a table and writes bench/results/analytics-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
-import subprocess
-import sys
 import time
-from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import support
 
 
 def synthetic(n: int, dim: int, seed: int = 0) -> dict[str, object]:
@@ -70,21 +62,18 @@ def synthetic(n: int, dim: int, seed: int = 0) -> dict[str, object]:
 
 
 def _rss_mb(key: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return support.status_kb("self", key) / 1024
 
 
 def run_one(n: int, dim: int, layout: bool) -> dict[str, object]:
     """One size, in this process: time the steps and read the peak RSS."""
-    import curation.analytics as analytics
-    from curation.layout import UMAP_FIT_MAX, layout_3d
+    import curation.analysis.analytics as analytics
+    from curation.analysis.layout import UMAP_FIT_MAX, layout_3d
 
     spent: dict[str, float] = {}
 
-    def timed(name, fn):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -135,43 +124,32 @@ def main() -> None:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print("JSON:" + json.dumps(run_one(args.n[0], args.dim, not args.no_layout)), flush=True)
+        support.emit(run_one(args.n[0], args.dim, not args.no_layout))
         return
     results = []
     for n in args.n:
         print(f"analytics on {n:,} x {args.dim} synthetic rows in a fresh process ...", flush=True)
-        cmd = [sys.executable, __file__, "--one", "--n", str(n), "--dim", str(args.dim)]
-        proc = subprocess.run(cmd + (["--no-layout"] if args.no_layout else []), capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:")), None)
-        if proc.returncode or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"analytics bench at n={n} failed (exit {proc.returncode})")
-        results.append(json.loads(line[5:]))
+        cmd = [__file__, "--one", "--n", str(n), "--dim", str(args.dim)] + (["--no-layout"] if args.no_layout else [])
+        results.append(support.run_child(cmd, f"analytics bench at n={n}"))
         r = results[-1]
         print(f"  analyse {r['analyse_s']} s (kNN {r['knn_s']} s), layout {r.get('layout_s', '-')} s, "
               f"peak RSS {r['peak_rss_mb']:,} MiB", flush=True)
     head = ["n", "analyse s", "kNN s", "quality s", "layout s", "total s", "peak RSS MiB", "dup groups", "load"]
-    rows = [head] + [
+    rows = [
         [f"{r['n']:,}", f"{r['analyse_s']}", f"{r['knn_s']} ({r['knn_backend']})", f"{r['quality_s']}",
          f"{r.get('layout_s', '-')}", f"{r['total_s']}", f"{r['peak_rss_mb']:,}",
          f"{r['duplicate_groups']:,}/{r['planted_duplicate_pairs']:,}",
          f"{r['load_average_before']}->{r['load_average_after']}"]
         for r in results
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    print(f"\n== analytics bench: {args.dim}-d synthetic embeddings, {os.cpu_count()} cores; layout = PCA-50 + UMAP "
-          "fitted on a 20k sample, the rest transformed")
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    support.print_table(f"analytics bench: {args.dim}-d synthetic embeddings, {os.cpu_count()} cores; layout = "
+                        "PCA-50 + UMAP fitted on a 20k sample, the rest transformed", head, rows)
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(f"x{b['n'] / a['n']:.0f} rows: analyse x{b['analyse_s'] / max(a['analyse_s'], 0.1):.1f}, "
               f"total x{b['total_s'] / max(a['total_s'], 0.1):.1f}, peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.1f}")
-    out = ROOT / "bench" / "results" / f"analytics-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpus": os.cpu_count(), "machine": platform.machine(), "runs": results,
-                               "targets_at_100k": {"analyse_s": 60, "total_s": 300}}, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    support.write_result("analytics", {**support.machine(), "runs": results,
+                                       "targets_at_100k": {"analyse_s": 60, "total_s": 300}})
 
 
 if __name__ == "__main__":

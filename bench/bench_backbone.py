@@ -26,8 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.models import efficientnet_lite as net  # noqa: E402
-from curation.models.labelled import load_labelled, shared_sets  # noqa: E402
+from curation.inference.models import efficientnet_lite as net
+from curation.inference.models.labelled import load_labelled, shared_sets
 
 
 def _ort_session(model_bytes: bytes):

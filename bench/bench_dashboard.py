@@ -17,28 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import support
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
 
 
 def _hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return support.status_kb("self", "VmHWM") / 1024
 
 
 def run(n: int) -> dict[str, object]:
@@ -54,10 +47,10 @@ def run(n: int) -> dict[str, object]:
         root = Path(tmp)
         build_s, dataset_id = timed(lambda: build_dataset(root, n, "bench", shared_thumbnails=8))
         on_disk = sum(p.stat().st_size for p in root.rglob("*.parquet"))
-        Path("/proc/self/clear_refs").write_text("5")  # peak from here on: the viewer, not the builder
+        support.reset_peak()  # peak from here on: the viewer, not the builder
         store = DataStore(root)
 
-        def first_page():  # noqa: ANN202
+        def first_page():
             store.open(dataset_id)
             summary_html(store)
             store.facet_counts()
@@ -65,7 +58,7 @@ def run(n: int) -> dict[str, object]:
 
         results: dict[str, float] = {}
         results["open + first gallery page"], items = timed(first_page)
-        frame_mb = _load(root, dataset_id)[0].estimated_size() / 2**20
+        frame_mb = _load(store.dataset)[0].estimated_size() / 2**20
         results["first 3D figure (decimated)"], fig = timed(
             lambda: build_figure(store.points(), "time", None, store.filtered.height))
         points = sum(len(t["x"]) for t in fig["data"])
@@ -76,13 +69,13 @@ def run(n: int) -> dict[str, object]:
         payload = sum(len(json.dumps({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in t.items()}))
                       for t in fig["data"])
 
-        def filter_change():  # noqa: ANN202
+        def filter_change():
             store.selections = {**store.selections, "time": ["night", "dawn_dusk", "None"], "weather": ["rainy", "None"]}
             return store.counts(), store.facet_counts(), store.page_items(), build_figure(store.points(), "time", None, 0)
 
         results["filter change (counts, page, 3D)"], (counts, *_) = timed(filter_change)
 
-        def sampling_change():  # noqa: ANN202
+        def sampling_change():
             store.fraction = 0.4
             return store.counts(), store.facet_counts(), store.page_items(), build_figure(store.points(), "time", None, 0)
 
@@ -107,31 +100,20 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print("JSON:" + json.dumps(run(args.images[0])), flush=True)
+        support.emit(run(args.images[0]))
         return
     reports = []
     for n in args.images:
         print(f"dashboard on {n:,} images in a fresh process (building the dataset first) ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--one", "--images", str(n)], capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:")), None)
-        if proc.returncode or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"dashboard bench at {n} images failed (exit {proc.returncode})")
-        reports.append(json.loads(line[5:]))
-    steps = list(reports[0]["timings_s"])
-    print("\n== dashboard bench (server side, seconds)")
-    print(f"{'step':<48}" + "".join(f"{r['images']:>12,}" for r in reports))
-    for step in steps:
-        print(f"{step:<48}" + "".join(f"{r['timings_s'][step]:>12.3f}" for r in reports))
+        reports.append(support.run_child([__file__, "--one", "--images", str(n)], f"dashboard bench at {n} images"))
+    rows = [[step, *(f"{r['timings_s'][step]:.3f}" for r in reports)] for step in reports[0]["timings_s"]]
     for key, label in (("points_sent", "3D points sent to the browser"), ("points_payload_kb", "3D traces as JSON (KiB)"),
                        ("gallery_items", "thumbnails per page"), ("loaded_frame_mb", "loaded frame (MiB)"),
                        ("parquet_mb", "Parquet on disk (MiB)"), ("viewer_peak_rss_mb", "viewer peak RSS (MiB)"),
                        ("build_dataset_s", "building the dataset (s, not timed above)")):
-        print(f"{label:<48}" + "".join(f"{r[key]:>12,}" for r in reports))
-    out = ROOT / "bench" / "results" / f"dashboard-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(reports, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+        rows.append([label, *(f"{r[key]:,}" for r in reports)])
+    support.print_table("dashboard bench (server side, seconds)", ["step", *(f"{r['images']:,}" for r in reports)], rows)
+    support.write_result("dashboard", reports)
 
 
 if __name__ == "__main__":

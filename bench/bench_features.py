@@ -7,9 +7,9 @@ Usage:
 
 Measures, on one thread with time.thread_time() (so other work on a shared machine does not count), the best of
 --repeat passes over the images (before and after taking turns), in ms per image:
-  image_signals    curation.quality.image_signals on the thumbnail step's decode (JPEG draft for a 256-px short
-                   side: 480x270 for the synthetic 1920x1080 JPEGs of bench/results/cache, as bench_pipeline makes)
-  cpu extract      curation.models.cpu_features.extract on the service's decode (draft for CpuModel.input_side)
+  image_signals    curation.analysis.quality.image_signals on the thumbnail step's decode (JPEG draft for a 256-px short
+                   side: 480x270 for the synthetic 1920x1080 JPEGs of bench/results/cache, as support.image_cache makes)
+  cpu extract      curation.inference.models.cpu_features.extract on the service's decode (draft for CpuModel.input_side)
   cpu predict      CpuModel.predict on the same images (extract plus the rules; before: the old extract + rules)
 "Before" is the same code at BASELINE (the commit before the rewrite), loaded from git history into a temporary
 module; without git history the table has the "after" column only. Then the largest deviations between them:
@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import support
+from support import REPO
 
 BASELINE = "9db7be8f032156f7dd2d91b610c35987650a11d7"  # before issue #7's rewrite of quality.py and cpu_features.py
 
@@ -41,7 +37,7 @@ def load_baseline(rev: str) -> tuple[object, object] | None:
     """(quality, cpu_features) as they were at rev, as temporary modules; None without git history."""
     mods = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
-    for name, path in (("quality_before", "curation/quality.py"),
+    for name, path in (("quality_before", "curation/quality.py"),  # their paths at rev, before the reorganisation
                        ("cpu_features_before", "curation/models/cpu_features.py")):
         try:
             src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True).stdout
@@ -57,7 +53,7 @@ def load_baseline(rev: str) -> tuple[object, object] | None:
 
 
 def decode_all(paths: list[Path], thumb: int, model_side: int) -> tuple[list, list]:
-    from curation.imaging import ImageDecodeError, decode_image
+    from curation.inference.imaging import ImageDecodeError, decode_image
 
     signals, model = [], []
     for p in paths:
@@ -86,9 +82,9 @@ def deviations(before: tuple, signals: list, model: list) -> dict[str, float | i
     """Largest differences between the baseline's outputs and today's on these images."""
     import numpy as np
 
-    from curation.models import cpu_features
-    from curation.models.cpu import CpuModel
-    from curation.quality import image_signals, quality_flags
+    from curation.analysis.quality import image_signals, quality_flags
+    from curation.inference.models import cpu_features
+    from curation.inference.models.cpu import CpuModel
 
     q0, f0 = before
     dev: dict[str, float | int] = {"signal_rel": 0.0, "phash_bits": 0, "flags_differ": 0,
@@ -113,14 +109,12 @@ def deviations(before: tuple, signals: list, model: list) -> dict[str, float | i
 
 
 def run_set(label: str, paths: list[Path], before: tuple | None, repeat: int) -> dict:
-    from bench_pipeline import THUMB
-
-    from curation.models import cpu_features
-    from curation.models.cpu import CpuModel
-    from curation.quality import image_signals
+    from curation.analysis.quality import image_signals
+    from curation.inference.models import cpu_features
+    from curation.inference.models.cpu import CpuModel
 
     model = CpuModel()
-    signals, images = decode_all(paths, THUMB, model.input_side)
+    signals, images = decode_all(paths, support.THUMB, model.input_side)
     row: dict = {"set": label, "images": len(signals), "signal_input": "x".join(map(str, signals[0].image.size)),
                  "model_input": "x".join(map(str, images[0].size))}
     timings = {"image_signals after": (lambda d: image_signals(d.image, d.width, d.height), signals),
@@ -146,10 +140,8 @@ def main() -> None:
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the 'before' code")
     args = ap.parse_args()
 
-    from bench_pipeline import image_cache
-
     before = load_baseline(args.baseline)
-    sets = [("synthetic 1920x1080", image_cache(args.n, RESULTS / "cache"))]
+    sets = [("synthetic 1920x1080", support.image_cache(args.n))]
     real = args.real / "images" if (args.real / "images").is_dir() else args.real
     if real.is_dir():
         photos = sorted(p for p in real.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
@@ -172,10 +164,7 @@ def main() -> None:
                   f"flags differ on {d['flags_differ']}, embedding abs {d['embedding_abs']:.1e}, "
                   f"stats abs {d['stats_abs']:.1e}, tags differ on {d['tags_differ']} "
                   f"(confidence abs {d['confidence_abs']:.1e})")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"features-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"repeat": args.repeat, "baseline": args.baseline, "sets": rows}, indent=2))
-    print(f"wrote {out.relative_to(REPO)}")
+    support.write_result("features", {"repeat": args.repeat, "baseline": args.baseline, "sets": rows})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Usage:
     python bench/bench_load.py                        # 8 jobs x 1,000 images, 8 polling threads
     python bench/bench_load.py --jobs 2 --images 200  # a quick look
 
-What runs: the real service app (curation.service.server.start_in_thread, the configured default `cpu` backend,
+What runs: the real service app (curation.inference.service.server.start_in_thread, the configured default `cpu` backend,
 file:// URLs allowed as for the embedded service) on a loopback port in THIS process, and plain HTTP clients:
   1. N tiny distinct JPEGs per job are generated under a temporary folder (removed at the end).
   2. The jobs are submitted at once, one thread per job (InferenceClient.submit_job).
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import secrets
@@ -34,28 +33,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))
+import httpx
+import numpy as np
+import support
+from PIL import Image
+from pydantic import SecretStr
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-
-from curation.client import InferenceClient  # noqa: E402
-from curation.service.server import start_in_thread  # noqa: E402
-from curation.settings import Settings  # noqa: E402
+from curation.inference.client import InferenceClient
+from curation.inference.service.server import start_in_thread
+from curation.settings import Settings
 
 TARGET_P95_MS = 200.0
-
-
-def proc_status(field: str) -> int:
-    """A /proc/self/status field in KiB (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def tiny_jpegs(folder: Path, jobs: int, per_job: int, side: tuple[int, int]) -> list[list[Path]]:
@@ -107,10 +95,10 @@ def main() -> None:
         try:
             with InferenceClient(running.url, key, client_settings) as c:  # warm-up: routes, model, first batch
                 c.model_info()
-            rss_before = proc_status("VmRSS")
+            rss_before = support.status_kb("self", "VmRSS")
             result = run_load(args, running.url, key, client_settings, paths)
-            rss_after = proc_status("VmRSS")
-            hwm = proc_status("VmHWM")
+            rss_after = support.status_kb("self", "VmRSS")
+            hwm = support.status_kb("self", "VmHWM")
         finally:
             running.stop()
     finally:
@@ -139,10 +127,7 @@ def main() -> None:
         },
     }
     print_table(summary)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"load-{args.jobs}x{args.images}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(summary, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    support.write_result(f"load-{args.jobs}x{args.images}", summary)
     if not summary["all_accounted"]:
         sys.exit(1)
 
@@ -254,12 +239,13 @@ def run_load(args, url: str, key: SecretStr, settings: Settings, paths: list[lis
 
 
 def print_table(s: dict) -> None:
-    print(f"\nload: {len(s['jobs'])} jobs x {s['config']['images']} images, {s['config']['pollers']} pollers, "
-          f"{s['config']['workers']} service workers, {s['machine']['cpus']} CPUs")
-    print(f"{'job':>4} {'status':>10} {'submitted':>9} {'results':>8} {'unique':>7} {'missing':>7} {'extra':>6} {'errors':>6}  ok")
-    for p in s["jobs"]:
-        print(f"{p['job']:>4} {p['status']:>10} {p['submitted']:>9} {p.get('results', 0):>8} {p.get('unique', 0):>7} "
-              f"{p.get('missing', '-'):>7} {p.get('extra', '-'):>6} {p.get('errors', '-'):>6}  {p.get('accounted', False)}")
+    support.print_table(
+        f"load: {len(s['jobs'])} jobs x {s['config']['images']} images, {s['config']['pollers']} pollers, "
+        f"{s['config']['workers']} service workers, {s['machine']['cpus']} CPUs",
+        ["job", "status", "submitted", "results", "unique", "missing", "extra", "errors", "ok"],
+        [[str(p["job"]), p["status"], *(str(p.get(k, "-")) for k in ("submitted", "results", "unique", "missing",
+                                                                       "extra", "errors")),
+          str(p.get("accounted", False))] for p in s["jobs"]])
     lat, rss = s["status_latency_ms"], s["rss_mib"]
     rows = [
         ("every image accounted for", s["all_accounted"]),

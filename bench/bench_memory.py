@@ -18,8 +18,8 @@ fixed cost of a few hundred MiB); that RSS is the baseline. Measured:
   growth        peak minus baseline: what the dataset itself costs
   server RSS    the peak RSS of the child's own children (Prefect's temporary server), sampled
   phases        the parent samples the child's VmRSS every 0.2 s and splits the samples by phase, whose boundaries are
-                the data root's file times (listing.parquet, the last thumbnail shard, metadata, embeddings, files,
-                analytics and sampling Parquet) and the log line of the poll that saw the job Completed
+                the log line of the poll that saw every shard job Completed and the dataset's file times (listing,
+                the last thumbnail shard, metadata, embeddings, files, analytics and sampling Parquet)
 
 Prints a table (N, seconds, images/s, baseline, peak, growth, ratio to the smallest N) and the per-phase peaks,
 and writes bench/results/memory-<timestamp>.json. Synthetic images are cached under bench/results/cache/.
@@ -27,8 +27,8 @@ and writes bench/results/memory-<timestamp>.json. Synthetic images are cached un
 --components skips images, Prefect and the service: a fresh child per N writes N synthetic thumbnail-shard rows
 (256 per shard, random quality signals and hashes), then runs, as plain calls, the steps after inference on N
 synthetic results (pages of 1000 JSON-like items with tags and a 216-d embedding as a list of floats, like the
-client yields): curation.results.write_results (with the 3D layout), dataset_analytics.analyse_dataset and
-subsets.sample_dataset, with VmHWM reset before each step (peak per step, baseline included). It measures what the
+client yields): curation.dataset.results.write_results (with the 3D layout), curation.analysis.analyse.analyse_dataset
+and curation.sampling.subsets.sample_dataset, with VmHWM reset before each step (peak per step, baseline included). It measures what the
 dataset costs in those steps when a shared machine cannot run the whole flow at 100k in time.
 """
 
@@ -46,12 +46,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))
+import support
+from support import REPO, RESULTS, status_kb
 
 W, H = 64, 48
 SAMPLE_S = 0.2
@@ -111,81 +109,52 @@ def tiny_images(n: int, cache: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _status_kb(pid: int | str, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
-    for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
-        os.environ.pop(key, None)
-    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
-    os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect import flow
+    support.prepare_prefect(work / "prefect-home")
+    from curation import Curation
+    from curation.dataset.catalog import Catalog
+    from curation.ingest.storage import LocalStorageConfig
 
-    from curation import Curation, registry
-    from curation.settings import Settings
-    from curation.storage import LocalStorageConfig
-
-    @flow(name="bench-memory-warmup")
-    def warmup() -> int:
-        return 1
-
-    warmup()
-    import numpy as np
-
-    from curation.layout import layout_3d
-
-    layout_3d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))  # umap import + numba JIT
-    settings = Settings().model_copy(update={"data_root": work / "data", "poll_interval_s": args.poll_interval})
-    baseline_kb = _status_kb("self", "VmRSS")
-    reset = True
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    except OSError:
-        reset = False
+    support.warm_prefect()
+    support.warm_layout(300, 16)  # umap's import and numba's JIT
+    settings = support.bench_settings(work / "data", args.poll_interval)
+    baseline_kb = status_kb("self", "VmRSS")
+    reset = support.reset_peak()  # VmHWM := VmRSS
     print(f"CHILD-START {time.time():.3f} baseline {baseline_kb / 1024:.0f} MiB", flush=True)
     t0, cpu0 = time.time(), time.process_time()
     dataset_id = Curation(settings=settings).curate_dataset(f"memory-{args.n}", LocalStorageConfig(path=args.folder),
                                                             wait=True)
     t1 = time.time()
-    record = registry.load(settings.data_root, dataset_id)
+    record = Catalog(settings.data_root).dataset(dataset_id).load_record()
     out = {
         "n": args.n, "dataset_id": dataset_id, "t_start": t0, "t_end": t1, "seconds": t1 - t0,
         "cpu_s": time.process_time() - cpu0, "status": record.status.value,
         "counts": record.counts.model_dump(mode="json"), "failure_reason": record.failure_reason,
-        "baseline_mb": baseline_kb / 1024, "peak_rss_mb": _status_kb("self", "VmHWM") / 1024, "peak_reset": reset,
-        "rss_after_mb": _status_kb("self", "VmRSS") / 1024,
+        "baseline_mb": baseline_kb / 1024, "peak_rss_mb": status_kb("self", "VmHWM") / 1024, "peak_reset": reset,
+        "rss_after_mb": status_kb("self", "VmRSS") / 1024,
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "data_root": str(settings.data_root), "shard_size": settings.shard_size,
         "results_page_size": settings.results_page_size,
     }
-    print("RESULT-JSON " + json.dumps(out), flush=True)
+    support.emit(out)
 
 
 def component_child(args: argparse.Namespace) -> None:
     """The steps after inference on synthetic data, each with its own peak (see --components in the docstring)."""
     import numpy as np
 
-    from curation import dataset_analytics, subsets
-    from curation.layout import layout_3d
-    from curation.parquet_io import rows_to_table, shard_schema, write_table
-    from curation.paths import dataset_paths
-    from curation.results import write_results
+    from curation.analysis.analyse import analyse_dataset
+    from curation.dataset.catalog import Catalog
+    from curation.dataset.parquet_io import rows_to_table, shard_schema
+    from curation.dataset.results import write_results
+    from curation.inference.thumbnails import signal_names
+    from curation.sampling.subsets import sample_dataset
     from curation.taxonomy import DEFAULT_TAXONOMY
-    from curation.thumbnails import signal_names
 
-    layout_3d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))  # umap import + numba JIT
+    support.warm_layout(300, 16)  # umap's import and numba's JIT
     n, work, dataset_id = args.n, Path(args.work), "0123456789abcdef01234567"
-    paths = dataset_paths(work, dataset_id)
+    store = Catalog(work).dataset(dataset_id)
     rng = np.random.default_rng(0)
     ids = [f"{i:016x}" for i in range(n)]
     names = [name for name in signal_names() if name != "phash"]
@@ -195,7 +164,7 @@ def component_child(args: argparse.Namespace) -> None:
                  "thumbnail": f"t/{i}.jpg", "error": None, "content_hash": f"{int(i, 16):064x}",
                  "phash": int(rng.integers(-(2**62), 2**62)), **{k: float(rng.uniform(0, 1)) for k in names}}
                 for i in ids[start : start + 256]]
-        write_table(paths.thumbnail_shard(shard), rows_to_table(rows, schema))
+        store.write_files_shard(shard, rows_to_table(rows, schema))
     centres = rng.normal(size=(50, 216)).astype(np.float32)
     labels = {c: list(v) + [None] for c, v in DEFAULT_TAXONOMY.classes.items()}
 
@@ -207,17 +176,17 @@ def component_child(args: argparse.Namespace) -> None:
                     "tags": {c: {"label": v[int(rng.integers(0, len(v)))], "confidence": 0.8} for c, v in labels.items()}}
                    for j in range(len(block))]
 
-    baseline = _status_kb("self", "VmRSS") / 1024
+    baseline = status_kb("self", "VmRSS") / 1024
     steps = {}
-    for name, step in (("results (pages -> Parquet, 3D layout)", lambda: write_results(paths, pages(), DEFAULT_TAXONOMY)),
-                       ("analytics", lambda: dataset_analytics.analyse_dataset(work, dataset_id)),
-                       ("sampling (+ fidelity report)", lambda: subsets.sample_dataset(work, dataset_id))):
-        Path("/proc/self/clear_refs").write_text("5")
+    for name, step in (("results (pages -> Parquet, 3D layout)", lambda: write_results(store, pages(), DEFAULT_TAXONOMY)),
+                       ("analytics", lambda: analyse_dataset(store)),
+                       ("sampling (+ fidelity report)", lambda: sample_dataset(store))):
+        support.reset_peak()
         t0 = time.time()
         step()
-        steps[name] = {"seconds": time.time() - t0, "peak_rss_mb": _status_kb("self", "VmHWM") / 1024,
-                       "rss_after_mb": _status_kb("self", "VmRSS") / 1024}
-    print("RESULT-JSON " + json.dumps({"n": n, "baseline_mb": baseline, "steps": steps}), flush=True)
+        steps[name] = {"seconds": time.time() - t0, "peak_rss_mb": status_kb("self", "VmHWM") / 1024,
+                       "rss_after_mb": status_kb("self", "VmRSS") / 1024}
+    support.emit({"n": n, "baseline_mb": baseline, "steps": steps})
 
 
 def run_components(sizes: list[int]) -> None:
@@ -225,19 +194,14 @@ def run_components(sizes: list[int]) -> None:
     for n in sizes:
         print(f"steps after inference on {n:,} synthetic results in a fresh process ...", flush=True)
         work = Path(tempfile.mkdtemp(prefix=f"bench-memory-components-{n}-", dir=RESULTS))
-        proc = subprocess.run([sys.executable, __file__, "--component-child", "--n", str(n), "--work", str(work)],
-                              capture_output=True, text=True, cwd=REPO)
-        shutil.rmtree(work, ignore_errors=True)
-        found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT-JSON ")]
-        if proc.returncode or not found:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"component child for N={n} failed (exit {proc.returncode})")
-        runs.append(json.loads(found[0].split(" ", 1)[1]))
+        try:
+            runs.append(support.run_child([__file__, "--component-child", "--n", str(n), "--work", str(work)],
+                                          f"component child for N={n}"))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     first = runs[0]
-    print(f"\n== steps after inference, synthetic results, plain calls (peak RSS MiB, baseline included; "
-          f"ratio to N={first['n']:,})")
     head = ["step"] + [f"{label} N={r['n']:,}" for r in runs for label in ("s", "MiB", "ratio")]
-    rows = [head, ["baseline (imports, umap JIT)"] + [c for r in runs for c in ("", f"{r['baseline_mb']:.0f}", "")]]
+    rows = [["baseline (imports, umap JIT)"] + [c for r in runs for c in ("", f"{r['baseline_mb']:.0f}", "")]]
     for step in first["steps"]:
         cells = [step]
         for r in runs:
@@ -245,12 +209,9 @@ def run_components(sizes: list[int]) -> None:
             cells += [f"{v['seconds']:.1f}", f"{v['peak_rss_mb']:.0f}",
                       f"{v['peak_rss_mb'] / first['steps'][step]['peak_rss_mb']:.2f}"]
         rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    out = RESULTS / f"memory-components-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"runs": runs}, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    support.print_table("steps after inference, synthetic results, plain calls (peak RSS MiB, baseline included; "
+                        f"ratio to N={first['n']:,})", head, rows)
+    support.write_result("memory-components", {"runs": runs})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,33 +225,37 @@ def _children_rss_kb(pid: int) -> int:
         if d.name.isdigit():
             try:
                 if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    total += _status_kb(d.name, "VmRSS")
+                    total += status_kb(d.name, "VmRSS")
             except (OSError, IndexError, ValueError):
                 continue
     return total
 
 
-_COMPLETED_POLL = re.compile(r"job \S+: Completed")
+_ALL_SHARDS_DONE = re.compile(r"(\d+)/\1 shard jobs Completed")  # the poll-jobs task's log line
 
 
 def phase_bounds(res: dict, lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
-    """(phase, end time) in order; each phase starts where the previous one ended. File times come from the data root."""
-    ds = Path(res["data_root"]) / "datasets" / res["dataset_id"]
+    """(phase, end time) in order; each phase starts where the previous one ended. The ends are the times of the
+    dataset's files and of the log line of the poll that saw every shard job Completed."""
+    from curation.dataset.catalog import Catalog, Table
 
-    def mtime(p: Path) -> float | None:
-        return p.stat().st_mtime if p.exists() else None
+    store = Catalog(Path(res["data_root"])).dataset(res["dataset_id"])
 
-    shards = [s.stat().st_mtime for s in (ds / "work").glob("thumbnails-*.parquet")]
-    polled = [t for t, line in lines if _COMPLETED_POLL.search(line)]
+    def mtime(table: Table) -> float | None:
+        path = store.table_path(table)
+        return path.stat().st_mtime if path.exists() else None
+
+    shards = [s.stat().st_mtime for s in store.files_shards()]
+    polled = [t for t, line in lines if _ALL_SHARDS_DONE.search(line)]
     marks = [
-        ("start, listing, register", mtime(ds / "work" / "listing.parquet")),
-        ("thumbnails + inference", max(shards) if shards else None),
-        ("inference after thumbnails", polled[0] if polled else None),
-        ("results: read pages, metadata", mtime(ds / "metadata.parquet")),
-        ("results: 3D layout, embeddings", mtime(ds / "embeddings.parquet")),
-        ("results: files table", mtime(ds / "files.parquet")),
-        ("analytics", mtime(ds / "analytics.parquet")),
-        ("sampling", mtime(ds / "sampling.parquet")),
+        ("start, listing, register", mtime(Table.LISTING)),
+        ("inference and storing shards", polled[0] if polled else None),
+        ("storing the last shards", max(shards) if shards else None),
+        ("results: read stored, metadata", mtime(Table.METADATA)),
+        ("results: 3D layout, embeddings", mtime(Table.EMBEDDINGS)),
+        ("results: files table", mtime(Table.FILES)),
+        ("analytics", mtime(Table.ANALYTICS)),
+        ("sampling", mtime(Table.SAMPLING)),
         ("complete, report", res["t_end"]),
     ]
     out, last = [], res["t_start"]
@@ -318,16 +283,16 @@ def run_child(n: int, folder: Path, args: argparse.Namespace) -> dict:
     reader.start()
     samples: list[tuple[float, float, float]] = []  # (time, child RSS MiB, its children's RSS MiB)
     while proc.poll() is None:
-        rss = _status_kb(proc.pid, "VmRSS")
+        rss = status_kb(proc.pid, "VmRSS")
         if rss:
             samples.append((time.time(), rss / 1024, _children_rss_kb(proc.pid) / 1024))
         time.sleep(SAMPLE_S)
     reader.join(timeout=10)
-    found = [line for _, line in lines if line.startswith("RESULT-JSON ")]
+    found = [line for _, line in lines if line.startswith(support.CHILD_MARK)]
     if proc.returncode or not found:
         print("\n".join(line for _, line in lines[-60:]), file=sys.stderr)
         raise SystemExit(f"memory bench child for N={n} failed (exit {proc.returncode})")
-    res = json.loads(found[0].split(" ", 1)[1])
+    res = json.loads(found[0][len(support.CHILD_MARK) :])
     if res["status"] != "Completed" or res["counts"]["processed"] + res["counts"]["failed"] != n:
         raise SystemExit(f"N={n}: dataset {res['status']} with counts {res['counts']}: {res['failure_reason']}")
     bounds = phase_bounds(res, lines)
@@ -348,32 +313,30 @@ def run_child(n: int, folder: Path, args: argparse.Namespace) -> dict:
     return res
 
 
-def print_table(runs: list[dict]) -> None:
+def print_tables(runs: list[dict]) -> None:
     first = runs[0]
-    print(f"\n== memory bench: tiny {W}x{H} JPEGs, local folder, Prefect flow, embedded service, "
-          f"{os.cpu_count()} cores (shard {first['shard_size']}, results page {first['results_page_size']})")
     head = ["N", "seconds", "images/s", "baseline MiB", "peak RSS MiB", "growth MiB", "peak ratio", "growth ratio",
             "server MiB"]
-    rows = [head]
+    rows = []
     for r in runs:
         rows.append([f"{r['n']:,}", f"{r['seconds']:.1f}", f"{r['images_per_s']:.0f}", f"{r['baseline_mb']:.0f}",
                      f"{r['peak_rss_mb']:.0f}", f"{r['growth_mb']:.0f}", f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f}",
                      f"{r['growth_mb'] / max(first['growth_mb'], 1):.2f}", f"{r['server_peak_rss_mb']:.0f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    support.print_table(f"memory bench: tiny {W}x{H} JPEGs, local folder, Prefect flow, embedded service, "
+                        f"{os.cpu_count()} cores (shard {first['shard_size']}, results page {first['results_page_size']})",
+                        head, rows)
     for r in runs:
-        print(f"\nN={r['n']:,}: peak RSS by phase (sampled every {SAMPLE_S} s; VmHWM {r['peak_rss_mb']:.0f} MiB)")
-        for p in r["phases"]:
-            peak = "-" if p["peak_rss_mb"] is None else f"{p['peak_rss_mb']:.0f}"
-            print(f"  {p['phase']:32s} {p['seconds']:8.1f} s  {peak:>6} MiB")
+        support.print_table(f"N={r['n']:,}: peak RSS by phase (sampled every {SAMPLE_S} s; VmHWM "
+                            f"{r['peak_rss_mb']:.0f} MiB)", ["phase", "seconds", "peak MiB"],
+                            [[p["phase"], f"{p['seconds']:.1f}", "-" if p["peak_rss_mb"] is None else f"{p['peak_rss_mb']:.0f}"]
+                             for p in r["phases"]])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[1000, 4000], help="dataset sizes (full run: 10000 100000)")
     ap.add_argument("--poll-interval", type=float, default=2.0, help="CURATION_POLL_INTERVAL_S of the child")
-    ap.add_argument("--cache", type=Path, default=RESULTS / "cache", help="where the synthetic images are kept")
+    ap.add_argument("--cache", type=Path, default=support.CACHE, help="where the synthetic images are kept")
     ap.add_argument("--keep", action="store_true", help="keep each child's data root")
     ap.add_argument("--components", action="store_true", help="only the steps after inference (see the docstring)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -398,14 +361,12 @@ def main() -> None:
         r = runs[-1]
         print(f"  {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MiB (baseline {r['baseline_mb']:.0f})",
               flush=True)
-    print_table(runs)
+    print_tables(runs)
     first = runs[0]
     summary = {"peak_ratio_to_smallest": {r["n"]: r["peak_rss_mb"] / first["peak_rss_mb"] for r in runs},
                "growth_ratio_to_smallest": {r["n"]: r["growth_mb"] / max(first["growth_mb"], 1) for r in runs},
                "target": "peak at 100k <= 1.5x peak at 10k"}
-    out = RESULTS / f"memory-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"image_size": [W, H], "cpu_count": os.cpu_count(), "runs": runs, **summary}, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    support.write_result("memory", {"image_size": [W, H], **support.machine(), "runs": runs, **summary})
 
 
 if __name__ == "__main__":

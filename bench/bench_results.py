@@ -8,8 +8,8 @@ For each N, the real service app (default model, never run: its jobs are filled 
 over real HTTP on loopback, cut into completed shard jobs of --shard-size images as the pipeline submits them:
 216-d unit float32 embeddings, labels and confidences for every category, 2% failed images (an error, no tags, no
 embedding). N synthetic thumbnail-shard rows are written to a temporary data root. Then, as
-`pipeline.write_dataset_results` does, every job's pages are fetched with the real `InferenceClient` and written by
-`curation.results.write_results` (files, metadata, embeddings Parquet):
+`curation.dataset.finish.write_dataset_results` does, every job's pages are fetched with the real `InferenceClient` and written by
+`curation.dataset.results.write_results` (files, metadata, embeddings Parquet):
 
   json    `iter_results`: JSON pages (the service encodes every float; the client decodes them into Python lists)
   arrow   `iter_result_tables`: Arrow IPC pages (columns built from the result objects; embeddings stay float32)
@@ -25,9 +25,7 @@ Prints a table and writes bench/results/results-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,26 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
+import support
 from polars.testing import assert_frame_equal
 from pydantic import SecretStr
+from support import RESULTS
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))
-
-from curation import results as results_module  # noqa: E402
-from curation.client import InferenceClient  # noqa: E402
-from curation.models.cpu import CpuModel  # noqa: E402
-from curation.parquet_io import rows_to_table, shard_schema, write_table  # noqa: E402
-from curation.paths import dataset_paths  # noqa: E402
-from curation.service.app import create_app  # noqa: E402
-from curation.service.jobs import ImageResult, Job, JobItem  # noqa: E402
-from curation.service.server import serve_in_thread  # noqa: E402
-from curation.service.usage import key_id  # noqa: E402
-from curation.settings import Settings  # noqa: E402
-from curation.taxonomy import DEFAULT_TAXONOMY  # noqa: E402
-from curation.thumbnails import signal_names  # noqa: E402
+from curation.dataset import results as results_module
+from curation.dataset.catalog import Catalog, DatasetStore, Table
+from curation.dataset.parquet_io import rows_to_table, shard_schema
+from curation.inference.client import InferenceClient
+from curation.inference.models.cpu import CpuModel
+from curation.inference.service.app import create_app
+from curation.inference.service.jobs import ImageResult, Job, JobItem
+from curation.inference.service.server import serve_in_thread
+from curation.inference.service.usage import key_id
+from curation.inference.thumbnails import signal_names
+from curation.settings import Settings
+from curation.taxonomy import DEFAULT_TAXONOMY
 
 KEY = "bench-results-key"
 DATASET = "0123456789abcdef01234567"
@@ -83,15 +78,19 @@ def synthetic_jobs(n: int, shard_size: int, rng: np.random.Generator) -> list[Jo
     return jobs
 
 
+def store_at(root: Path) -> DatasetStore:
+    return Catalog(root).dataset(DATASET)
+
+
 def write_shards(root: Path, n: int, shard_size: int) -> None:
     """The thumbnail shards write_results reads the dataset's image ids (and decode errors) from."""
-    paths = dataset_paths(root, DATASET)
+    store = store_at(root)
     schema = shard_schema(signal_names())
     for shard, start in enumerate(range(0, n, shard_size)):
         rows = [{"image_id": f"{i:016x}", "blob_name": f"img_{i}.jpg", "size": 1500, "width": 64, "height": 48,
                  "format": "jpeg", "thumbnail": f"t/{i}.jpg", "error": None, "content_hash": f"{i:064x}"}
                 for i in range(start, min(n, start + shard_size))]
-        write_table(paths.thumbnail_shard(shard), rows_to_table(rows, schema))
+        store.write_files_shard(shard, rows_to_table(rows, schema))
 
 
 class Clock:
@@ -132,8 +131,7 @@ def run_path(url: str, jobs: list[Job], root: Path, fetch: Callable[[InferenceCl
                 yield from fetch(client, job.id)
 
         with total:
-            written = results_module.write_results(dataset_paths(root, DATASET), timed_pages(pages(), fetching),
-                                                   DEFAULT_TAXONOMY)
+            written = results_module.write_results(store_at(root), timed_pages(pages(), fetching), DEFAULT_TAXONOMY)
     assert written.images == sum(len(j.items) for j in jobs)
     return {
         "fetch_wall_s": fetching.wall, "fetch_cpu_s": fetching.cpu, "fetch_thread_cpu_s": fetching.thread,
@@ -144,9 +142,8 @@ def run_path(url: str, jobs: list[Job], root: Path, fetch: Callable[[InferenceCl
 
 
 def same_output(a: Path, b: Path) -> None:
-    pa_, pb = dataset_paths(a, DATASET), dataset_paths(b, DATASET)
-    for name in ("files", "metadata", "embeddings"):
-        assert_frame_equal(pl.read_parquet(getattr(pa_, name)), pl.read_parquet(getattr(pb, name)))
+    for table in (Table.FILES, Table.METADATA, Table.EMBEDDINGS):
+        assert_frame_equal(store_at(a).frame(table), store_at(b).frame(table))
 
 
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -194,7 +191,7 @@ def main() -> None:
         print(f"N={n:,} done", flush=True)
     head = ["N", "path", "fetch s", "fetch CPU", "write s", "write CPU", "total s", "total CPU", "thread CPU",
             "CPU ms/img", "CPU x arrow"]
-    rows = [head]
+    rows = []
     for run in runs:
         arrow_cpu = run["paths"]["arrow"]["total_cpu_s"]
         for name, r in run["paths"].items():
@@ -202,14 +199,10 @@ def main() -> None:
                          f"{r['write_wall_s']:.2f}", f"{r['write_cpu_s']:.2f}", f"{r['total_wall_s']:.2f}",
                          f"{r['total_cpu_s']:.2f}", f"{r['total_thread_cpu_s']:.2f}",
                          f"{1000 * r['total_cpu_s'] / run['n']:.3f}", f"{r['total_cpu_s'] / arrow_cpu:.1f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    print(f"\n== results step (fetch every shard job's pages + write Parquet, no 3D layout); shards of "
-          f"{args.shard_size}, pages of {args.page_size}; best of {args.repeat}; CPU = process CPU seconds")
-    for row in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
-    out = RESULTS / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    support.print_table(f"results step (fetch every shard job's pages + write Parquet, no 3D layout); shards of "
+                        f"{args.shard_size}, pages of {args.page_size}; best of {args.repeat}; CPU = process CPU "
+                        "seconds", head, rows)
+    support.write_result("results", {"args": vars(args), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -13,16 +13,13 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+import support
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from curation.sampling import compute_sampling  # noqa: E402
-from curation.sampling_report import fidelity_report, format_fidelity  # noqa: E402
+from curation.sampling.fidelity import fidelity_report, format_fidelity
+from curation.sampling.order import compute_sampling
 
 DIM = 512
 CLUSTERS = 300
@@ -87,10 +84,7 @@ def rss_mb() -> float:
 
 
 def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return support.status_kb("self", "VmRSS") / 1024
 
 
 def run_one(n: int, with_report: bool) -> dict[str, object]:
@@ -126,7 +120,7 @@ def run_one(n: int, with_report: bool) -> dict[str, object]:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 2 and argv[1] == "--one":
-        print("JSON:" + json.dumps(run_one(int(argv[2]), with_report=argv[3] == "report")), flush=True)
+        support.emit(run_one(int(argv[2]), with_report=argv[3] == "report"))
         return
     sizes = [100_000, 1_000_000] if "--full" in argv else [100_000]
     results = []
@@ -140,20 +134,15 @@ def main(argv: list[str]) -> None:
             print(proc.stdout, proc.stderr)
             raise SystemExit(f"bench at n={n} failed")
         for line in proc.stdout.splitlines():
-            if line.startswith("JSON:"):
-                results.append(json.loads(line[5:]))
+            if line.startswith(support.CHILD_MARK):
+                results.append(json.loads(line[len(support.CHILD_MARK) :]))
             else:
                 print(line)
-    print(f"\n{'n':>9} {'strata':>6} {'sampling s':>10} {'random s':>8} {'RSS before MB':>13} {'peak RSS MB':>11}")
-    for r in results:
-        print(
-            f"{r['n']:>9} {r['strata']:>6} {r['compute_sampling_s']:>10} {r['compute_random_s']:>8} "
-            f"{r['rss_before_call_mb']:>13} {r['peak_rss_mb']:>11}"
-        )
-    out = ROOT / "bench" / "results" / f"sampling-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"wrote {out}")
+    support.print_table(f"sampling order, {DIM}-d synthetic embeddings",
+                        ["n", "strata", "sampling s", "random s", "RSS before MB", "peak RSS MB"],
+                        [[f"{r['n']:,}", str(r["strata"]), str(r["compute_sampling_s"]), str(r["compute_random_s"]),
+                          str(r["rss_before_call_mb"]), str(r["peak_rss_mb"])] for r in results])
+    support.write_result("sampling", results)
 
 
 if __name__ == "__main__":

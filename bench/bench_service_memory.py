@@ -7,7 +7,8 @@ Usage:
 For each model, `curation serve` starts in a fresh process (CURATION_MODEL=<model>, file:// URLs allowed, one worker
 process per core), takes one job of --n images with 256-px thumbnails, and is stopped once the job has Completed.
 Printed: the peak RSS (VmHWM) of the service process, of each worker process (the model is loaded in each), and their
-sum; with the job's wall time and images/s. Synthetic images come from bench/results/cache (made once).
+sum; with the job's wall time and images/s. Synthetic images come from support.image_cache (made once). Writes
+bench/results/service-memory-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -21,46 +22,15 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image
+import support
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / "bench" / "results" / "cache" / "service-memory"
 KEY = "bench-key"
-
-
-def _images(n: int) -> list[Path]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = CACHE / f"{i:05d}.jpg"
-        if not path.exists():
-            rng = np.random.default_rng(i)
-            small = rng.integers(0, 256, (9, 16, 3), dtype=np.uint8)
-            Image.fromarray(small).resize((1920, 1080), Image.BICUBIC).save(path, quality=85)
-        paths.append(path)
-    return paths
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids = (task / "children").read_text().split()
-        out += [int(k) for k in kids]
-    return out + [g for k in out for g in _children(k)]
 
 
 def measure(model: str, images: list[Path]) -> dict[str, float]:
@@ -81,8 +51,8 @@ def measure(model: str, images: list[Path]) -> dict[str, float]:
             while status["status"] == "Processing":
                 status = http.get(f"/v1/jobs/{job['job_id']}", params={"wait_s": 30}).raise_for_status().json()
             seconds = time.perf_counter() - started
-        workers = [_hwm_kib(c) for c in _children(proc.pid)]
-        service = _hwm_kib(proc.pid)
+        workers = [support.status_kb(c, "VmHWM") for c in support.descendants(proc.pid)]
+        service = support.status_kb(proc.pid, "VmHWM")
         return {"seconds": seconds, "done": status["done"], "failed": status["failed"], "service": service / 1024,
                 "workers": [w / 1024 for w in workers], "total": (service + sum(workers)) / 1024}
     finally:
@@ -95,14 +65,16 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["cnn", "fast"])
     ap.add_argument("--n", type=int, default=400)
     args = ap.parse_args()
-    images = _images(args.n)
+    images = support.image_cache(args.n)
     print(f"{'model':<6} {'images':>6} {'failed':>6} {'s':>6} {'img/s':>6} {'service MB':>10} "
           f"{'processes (peak MB each)':<40} {'sum MB':>7}")
+    runs = {}
     for model in args.models:
-        r = measure(model, images)
+        r = runs[model] = measure(model, images)
         each = ", ".join(f"{w:.0f}" for w in r["workers"])
         print(f"{model:<6} {r['done']:>6} {r['failed']:>6} {r['seconds']:6.1f} {r['done'] / r['seconds']:6.1f} "
               f"{r['service']:10.0f} {each:<40} {r['total']:7.0f}", flush=True)
+    support.write_result("service-memory", {"n": args.n, **support.machine(), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Usage:
     python bench/check_blur_flags.py --synthetic 8      # synthetic 1080p scenes per kind (3 kinds)
 
 Every image is JPEG-encoded (quality 95) and goes through the pipeline's own per-image step,
-`curation.thumbnails.decode_with_facts(data, 256)`: draft decode, quality signals (blur on the decode, the rest on the
+`curation.inference.thumbnails.decode_with_facts(data, 256)`: draft decode, quality signals (blur on the decode, the rest on the
 256 px thumbnail), thumbnail. Three checks:
 
 1. Real photos at their own size, and GaussianBlur(2) and (4) copies of them, per folder: how many are flagged
@@ -18,7 +18,7 @@ Every image is JPEG-encoded (quality 95) and goes through the pipeline's own per
    also at JPEG quality 85 and 75 and with noise (sd 2) added after the blur.
 3. The cost: image_signals with blur on the decode against blur on the thumbnail (as before), per 1080p image, one core.
 
-The thresholds in curation.quality were chosen on these sets; the figures are the ones quoted in its docstring.
+The thresholds in curation.analysis.quality were chosen on these sets; the figures are the ones quoted in its docstring.
 Writes bench/results/blur-flags-<timestamp>.json.
 """
 
@@ -26,25 +26,20 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import support
 from PIL import Image, ImageDraw, ImageFilter
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-DATASETS = REPO.parent / "shared" / "datasets"
-sys.path.insert(0, str(REPO))
+from curation.analysis.quality import WORK_SIDE, image_signals, quality_flags, working_copy
+from curation.inference.thumbnails import decode_with_facts
 
-from curation.quality import WORK_SIDE, image_signals, quality_flags, working_copy
-from curation.thumbnails import decode_with_facts
-
+DATASETS = support.REPO.parent / "shared" / "datasets"
 RADII = (0, 2, 4)  # at the photo's own size
 # The 1080p copies: (column, GaussianBlur radius at 1920 x 1080, JPEG quality, sd of noise added after the blur). The
 # issue's target is radius 6 at quality 95; the last three columns check that it holds with common JPEG qualities and
@@ -168,7 +163,7 @@ def check_hd(name: str, originals: Iterable[Image.Image]) -> tuple[dict[str, obj
 def timings(datas: list[bytes], repeat: int = 5) -> dict[str, float]:
     """Best-of-`repeat` ms per image: image_signals with blur on the thumbnail (as before) and on the decode (now),
     and the whole per-image step (decode_with_facts) for scale."""
-    from curation.imaging import decode_image
+    from curation.inference.imaging import decode_image
 
     decoded = [decode_image(d, min_side=WORK_SIDE) for d in datas]
     thumbs = [working_copy(d.image) for d in decoded]
@@ -223,10 +218,7 @@ def main() -> None:
         print("\n== 3. ms per 1080p image (1/4 draft decode), one thread: "
               + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()) + f"; blur on the decode adds {added:.2f}")
         result["ms_per_1080p_image"] = {**ms, "added": added}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path = RESULTS / f"blur-flags-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out_path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out_path.relative_to(REPO)}")
+    support.write_result("blur-flags", result)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ For every photo it makes copies a user would call duplicates (a 75 %-size JPEG-7
 centre crop, +15 % brightness) and prints percentiles of the cosine distance from each copy to its original, then
 the distance from each original to its nearest OTHER photo. A threshold belongs between the two: above the copies
 it must catch, below the distinct photos it must not merge. Then the share of copies and of distinct nearest pairs
-that curation.analytics's thresholds for the backend's embedding would call near-duplicates on distance alone.
+that curation.analysis.analytics's thresholds for the backend's embedding would call near-duplicates on distance alone.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from PIL import Image, ImageEnhance
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.analytics import thresholds_for  # noqa: E402
-from curation.models.labelled import load_labelled, shared_sets  # noqa: E402
-from curation.models.registry import load_backend  # noqa: E402
+from curation.analysis.analytics import thresholds_for
+from curation.inference.models.backends import load_backend
+from curation.inference.models.labelled import load_labelled, shared_sets
 
 
 def _jpeg(im: Image.Image, scale: float, quality: int) -> Image.Image:

@@ -12,8 +12,8 @@ Usage:
    PNGs decode whole either way, so they agree exactly, and so do JPEGs too small for the two decodes to take
    different draft scales (the dev set's 200x200 crops); the last row keeps only JPEGs whose decodes differ.
 2. Cost, on one thread with time.thread_time() (other work on a shared machine does not count), ms per image, the
-   best of --repeat passes, old and new taking turns, over synthetic 1920x1080 JPEGs (bench_pipeline's cache):
-     service old   curation.service.jobs.predict_batch without a thumbnail side: decode at 120 + model
+   best of --repeat passes, old and new taking turns, over synthetic 1920x1080 JPEGs (support.image_cache):
+     service old   curation.inference.service.jobs.predict_batch without a thumbnail side: decode at 120 + model
      service new   predict_batch with thumbnail side 256: decode_with_facts (decode at 256, quality signals, phash,
                    thumbnail resize + JPEG encode, sha256) + at_min_side + model
      pipeline old  service old + the pipeline's own thumbnail step (decode_with_facts at 256 on its second decode)
@@ -24,27 +24,22 @@ Writes bench/results/one-decode-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import support
+from support import REPO, THUMB
 
-THUMB, BATCH = 256, 16
+BATCH = 16
 
 
 def agreement(paths: list[Path]) -> dict[str, object]:
     """Old vs one-decode model outputs over the images that decode."""
     import numpy as np
 
-    from curation.imaging import ImageDecodeError, at_min_side, decode_image
-    from curation.models.cpu import CpuModel
+    from curation.inference.imaging import ImageDecodeError, at_min_side, decode_image
+    from curation.inference.models.cpu import CpuModel
 
     model = CpuModel()
     side = model.input_side
@@ -75,10 +70,10 @@ def agreement(paths: list[Path]) -> dict[str, object]:
 
 def costs(paths: list[Path], repeat: int) -> dict[str, float]:
     """ms per image of each variant, best of `repeat` passes, the variants taking turns."""
-    from curation.imaging import at_min_side, decode_image
-    from curation.models.cpu import CpuModel
-    from curation.service.jobs import predict_batch
-    from curation.thumbnails import decode_with_facts
+    from curation.inference.imaging import at_min_side, decode_image
+    from curation.inference.models.cpu import CpuModel
+    from curation.inference.service.jobs import predict_batch
+    from curation.inference.thumbnails import decode_with_facts
 
     model = CpuModel()
     side = model.input_side
@@ -115,7 +110,7 @@ def _scales_differ(path: Path) -> bool:
     """Whether the draft decodes at 120 and at 256 differ (else the one-decode path is the old decode itself)."""
     from PIL import Image
 
-    from curation.imaging import draft_scale
+    from curation.inference.imaging import draft_scale
 
     with Image.open(path) as img:
         return draft_scale(*img.size, 120) != draft_scale(*img.size, THUMB)
@@ -132,12 +127,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timing passes; the best counts (default 3)")
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "datasets" / "real-dev",
                     help="a folder of real photos, or one holding images/ (default: shared/datasets/real-dev)")
-    ap.add_argument("--cache", type=Path, default=RESULTS / "cache", help="where synthetic images are kept")
+    ap.add_argument("--cache", type=Path, default=support.CACHE, help="where synthetic images are kept")
     args = ap.parse_args()
 
-    from bench_pipeline import image_cache
-
-    synthetic = image_cache(args.n, args.cache)
+    synthetic = support.image_cache(args.n, args.cache)
     result: dict[str, object] = {"n": args.n, "repeat": args.repeat, "agreement": {}}
     sets = {"synthetic 1920x1080 JPEGs": synthetic}
     if args.real.exists():
@@ -169,10 +162,7 @@ def main() -> None:
     print(f"\nservice new / service old: {new / ms['service old (predict_batch, no thumbnail side)']:.2f}x; "
           f"service new / pipeline old: {new / ms['pipeline old (service old + its own decode_with_facts)']:.2f}x")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"one-decode-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    support.write_result("one-decode", result)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ Results: bench/results/eval-clip-<model>-<time>.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import support
 
-from curation.evaluate import evaluate_folder, format_report  # noqa: E402
+from curation.inference.models.evaluate import evaluate_folder, format_report
 
 
 def _clip_settings() -> SimpleNamespace:
@@ -33,16 +31,16 @@ def _clip_settings() -> SimpleNamespace:
 
 
 def main(argv: list[str]) -> int:
-    root = Path(argv[1]) if len(argv) > 1 else ROOT.parent / "shared/datasets/real-dev"
+    root = Path(argv[1]) if len(argv) > 1 else support.REPO.parent / "shared/datasets/real-dev"
     cfg = _clip_settings()
     if cfg.clip_weights is None:
-        from curation.models.clip import HOW_TO_GET_WEIGHTS
+        from curation.inference.models.clip import HOW_TO_GET_WEIGHTS
 
         print("eval_clip: CURATION_CLIP_WEIGHTS is not set; skipping the CLIP evaluation.")
         print(HOW_TO_GET_WEIGHTS)
         print("Also install the extra: pip install -e '.[clip]'")
         return 0
-    from curation.models.clip import load_clip_from_settings
+    from curation.inference.models.clip import load_clip_from_settings
 
     try:
         t0 = time.perf_counter()
@@ -56,10 +54,7 @@ def main(argv: list[str]) -> int:
     elapsed = time.perf_counter() - t0
     print(format_report(report))
     print(f"(zero-shot + 10-shot pass incl. decoding: {elapsed:.1f} s, {report['n_images']} images)")
-    out = ROOT / "bench" / "results" / f"eval-clip-{cfg.clip_model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"weights": str(cfg.clip_weights), "seconds": elapsed, **report}, indent=2, default=str))
-    print(f"JSON: {out}")
+    support.write_result(f"eval-clip-{cfg.clip_model}", {"weights": str(cfg.clip_weights), "seconds": elapsed, **report})
     return 0
 
 

@@ -4,8 +4,8 @@ Usage:
     python bench/eval_heads_holdout.py                    # every labelled folder train_heads would use
     python bench/eval_heads_holdout.py --hold-out katkam rome-and-stock
 
-For each held-out folder, heads are trained (curation.models.train_heads.train, into a temporary file) on all the
-other folders, then `curation.evaluate.evaluate_folder` scores them zero-shot on the held-out folder. A category
+For each held-out folder, heads are trained (curation.inference.models.train_heads.train, into a temporary file) on all the
+other folders, then `curation.inference.models.evaluate.evaluate_folder` scores them zero-shot on the held-out folder. A category
 whose classes never occur in the other folders cannot be learnt, and its row says so. The committed heads are not
 touched. This is the honest figure for a new camera or place; the manifest's cross-validation mixes sources.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.evaluate import evaluate_folder  # noqa: E402
-from curation.models.cnn import CnnModel  # noqa: E402
-from curation.models.labelled import shared_sets  # noqa: E402
-from curation.models.train_heads import train  # noqa: E402
+from curation.inference.models.cnn import CnnModel
+from curation.inference.models.evaluate import evaluate_folder
+from curation.inference.models.labelled import shared_sets
+from curation.inference.models.train_heads import train
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.evaluate import evaluate_folder, format_report  # noqa: E402
-from curation.models.cpu import CpuModel  # noqa: E402
+from curation.inference.models.cpu import CpuModel
+from curation.inference.models.evaluate import evaluate_folder, format_report
 
 
 def main(argv: list[str]) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from curation.client import AuthenticationError, ServiceError
-from curation.registry import DatasetNotFound, DatasetRecord, DatasetType, DemoDatasetProtected, Status
+from curation.inference.client import AuthenticationError, ServiceError
+from curation.dataset.registry import DatasetNotFound, DatasetRecord, DatasetType, DemoDatasetProtected, Status
 from curation.sdk import Curation
 from curation.settings import Settings, get_settings
-from curation.storage import AzureStorageConfig, LocalStorageConfig, StorageError
-from curation.validation import DatasetTooSmall
-from curation.viewer import launch_viewer
+from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig, StorageError
+from curation.ingest.validation import DatasetTooSmall
+from curation.viewer.serve import launch_viewer
 
 __all__ = [
     "AuthenticationError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,11 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from curation.client import ServiceError
-from curation.registry import DatasetNotFound, DatasetType, DemoDatasetProtected
+from curation.inference.client import ServiceError
+from curation.dataset.registry import DatasetNotFound, DatasetType, DemoDatasetProtected
 from curation.sdk import Curation
-from curation.storage import AzureStorageConfig, LocalStorageConfig, StorageError
-from curation.validation import DatasetTooSmall
+from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig, StorageError
+from curation.ingest.validation import DatasetTooSmall
 
 app = typer.Typer(
     help="Curate image datasets: tag, embed, analyse and sample.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -33,15 +34,26 @@ def _fail(exc: BaseException) -> None:
 
 
 def _track_with_progress(cr: Curation, dataset_id: str) -> str:
-    with Progress(TextColumn("inference"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("inference", total=None)
-        while True:
-            status = cr.job_status(dataset_id)
-            bar.update(task, total=status.total, completed=status.done)
-            if status.finished:
-                break
-            time.sleep(min(cr.settings.poll_interval_s, 1.0))
-    return cr.tracing_curation_task(dataset_id, tracing=True)
+    """Run the tracking flow to the end, with a progress bar read from the dataset's record (which each of the
+    tracker's polls updates)."""
+    stop = threading.Event()
+
+    def show() -> None:
+        with Progress(TextColumn("inference"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("inference", total=None)
+            while True:
+                counts = cr.get_dataset(dataset_id).counts
+                bar.update(task, total=counts.accepted, completed=counts.processed + counts.failed)
+                if stop.wait(0.5):
+                    return
+
+    shown = threading.Thread(target=show, daemon=True, name="progress")
+    shown.start()
+    try:
+        return cr.tracing_curation_task(dataset_id, tracing=True)
+    finally:
+        stop.set()
+        shown.join()
 
 
 def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> None:
@@ -55,10 +67,10 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         raise typer.Exit(1)  # scripts and schedulers see the failure
     if record.status.value != "Completed":
         return
-    from curation.export import load_results
-    from curation.summary import class_counts, labelled_counts
+    from curation.dataset.export import load_results
+    from curation.dataset.counts import class_counts, labelled_counts
 
-    counts = class_counts(load_results(cr.settings.data_root, dataset_id))
+    counts = class_counts(load_results(cr.catalog.dataset(dataset_id)))
     columns = ["category", "class", "images"]
     if labels_csv is not None and labels_csv.exists():
         labels = pl.read_csv(labels_csv, infer_schema=False)
@@ -69,9 +81,9 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         table.add_row(*[str(v) for v in row])
     console.print(table)
     if "labelled" in columns:
-        from curation.summary import agreement
+        from curation.dataset.counts import agreement
 
-        scores = agreement(load_results(cr.settings.data_root, dataset_id), labels)
+        scores = agreement(load_results(cr.catalog.dataset(dataset_id)), labels)
         parts = [f"{r['category']} {r['accuracy']:.0%} ({r['agree']}/{r['labelled']}, {r['none_share']:.0%} None)"
                  for r in scores.iter_rows(named=True) if r["labelled"]]
         console.print("agreement with the labels: " + "; ".join(parts), highlight=False)
@@ -205,7 +217,7 @@ def publish(
     url: Annotated[str | None, typer.Argument(help="fsspec URL or path; default CURATION_OUTPUT_URL")] = None,
 ) -> None:
     """Publish a Completed dataset's Parquet and record to URL/DATASET_ID/ (abfs://container/prefix, file:///dir)."""
-    from curation.publish import PublishError
+    from curation.dataset.publish import PublishError
 
     try:
         published = Curation().publish_dataset(dataset_id, url)
@@ -245,8 +257,8 @@ def serve(
     """Run the inference service (keys from CURATION_SERVICE_API_KEYS)."""
     import uvicorn
 
-    from curation.models.registry import load_backend
-    from curation.service.app import create_app
+    from curation.inference.models.backends import load_backend
+    from curation.inference.service.app import create_app
     from curation.settings import get_settings
 
     settings = get_settings()
@@ -267,18 +279,18 @@ def sample(
     name: Annotated[str | None, typer.Option(help="Name of the saved dataset")] = None,
 ) -> None:
     """Show a sample of a dataset and its fidelity against random sampling; --save registers it as a dataset."""
-    from curation.paths import dataset_paths
-    from curation.sampling_report import format_fidelity
+    from curation.dataset.catalog import Document
+    from curation.sampling.fidelity import format_fidelity
 
     if not 0 < fraction <= 1:
         _fail(ValueError(f"--fraction must be in (0, 1], got {fraction}"))
     cr = Curation()
     try:
-        paths = dataset_paths(cr.settings.data_root, dataset_id)
-        if seed is not None or strategy is not None or not paths.sampling_report.exists():
+        stored = cr.catalog.dataset(dataset_id).read_json(Document.SAMPLING_REPORT)
+        if seed is not None or strategy is not None or stored is None:
             report = cr.sample_dataset(dataset_id, seed=seed or 0, strategy=strategy or "stratified")
         else:
-            report = json.loads(paths.sampling_report.read_text())
+            report = stored
         ids = cr.sample_ids(dataset_id, fraction)
         console.print(format_fidelity(report), highlight=False, markup=False)
         console.print(f"sample at {fraction:.0%}: {len(ids)} of {report['images']} images", highlight=False)
@@ -320,8 +332,8 @@ def evaluate(
 ) -> None:
     """Measure a backend's tags against labelled photographs: accuracy, macro-F1, confusion, coverage."""
 
-    from curation.evaluate import evaluate_folder, format_report
-    from curation.models.registry import load_backend
+    from curation.inference.models.evaluate import evaluate_folder, format_report
+    from curation.inference.models.backends import load_backend
 
     for path in (images_dir, labels):
         if not path.exists():
@@ -342,7 +354,7 @@ def viewer(
     show: Annotated[bool, typer.Option(help="Open a browser tab")] = True,
 ) -> None:
     """Open the curation viewer (`panel serve dashboards/`) on this machine."""
-    from curation.viewer import launch_viewer
+    from curation.viewer.serve import launch_viewer
 
     try:
         raise typer.Exit(code=launch_viewer(port=port, show=show))

@@ -13,8 +13,8 @@ import sys
 
 def release_free_memory() -> None:
     """Collect young garbage and return the heap's free pages to the operating system (Linux/glibc; elsewhere a
-    no-op). Only the young generations: a full collection walks every object of a flow process (~0.6M with Prefect,
-    numba and scikit-learn loaded) for ~0.3 s, and a step's large buffers are freed by reference counting anyway."""
+    no-op). Only the young generations: a full collection walks every object of a flow process (Prefect, numba and
+    scikit-learn loaded), and a step's large buffers are freed by reference counting anyway."""
     gc.collect(1)
     if sys.platform.startswith("linux"):
         try:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from curation import registry, subsets
-from curation.atomic import write_text_atomic
-from curation.export import results_json
-from curation.pipeline import check_job
-from curation.publish import Published
-from curation.registry import DatasetFailed, DatasetRecord, DatasetType, Status
+from curation.sampling import subsets
+from curation.dataset.atomic import write_text_atomic
+from curation.dataset.catalog import Catalog
+from curation.dataset.export import results_json
+from curation.dataset.publish import Published
+from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType, Status
+from curation.inference.replicas import Replicas
+from curation.inference.shards import check_job
 from curation.settings import Settings, get_settings, use_settings
-from curation.shard_jobs import Progress
-from curation.storage import AzureStorageConfig, LocalStorageConfig
+from curation.inference.shard_jobs import Progress
+from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
+
+if TYPE_CHECKING:
+    from curation.inference.service.server import RunningService
 
 
 class Curation:
@@ -25,7 +30,8 @@ class Curation:
 
     Args:
         api_key: key for the inference service (default: CURATION_API_KEY).
-        service_url: the remote service; None uses the embedded service in this process.
+        service_url: the remote service; None starts an embedded service in this process when a run first needs
+            it, kept until `close()` (or the end of a `with` block) so a dataset submitted now can be tracked later.
         data_root: where datasets live (default: CURATION_DATA_ROOT, else ./data).
         settings: a full settings object, for everything else.
         task_runner: where curate-dataset's shard tasks run: "threads" or "dask" (default: CURATION_TASK_RUNNER).
@@ -56,6 +62,34 @@ class Curation:
         if dask_address is not None:
             changes["dask_address"] = dask_address
         self.settings = base.model_copy(update=changes)
+        self._service: RunningService | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The data root's datasets."""
+        return Catalog(self.settings.data_root)
+
+    def service_settings(self) -> Settings:
+        """The settings a run uses: with the embedded service's URL and key when no service is configured."""
+        from curation.inference.service.server import reach_embedded, start_embedded
+
+        if self.settings.service_urls:
+            return self.settings
+        if self._service is None or not self._service.thread.is_alive():
+            self._service = start_embedded(self.settings)
+        return reach_embedded(self.settings, self._service)
+
+    def close(self) -> None:
+        """Stop the embedded service, if this object started one."""
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+
+    def __enter__(self) -> Curation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def curate_dataset(
         self,
@@ -81,7 +115,7 @@ class Curation:
         from flows.curate_dataset import curate_dataset
         from flows.runners import prefect_api_for
 
-        with use_settings(self.settings), prefect_api_for(self.settings):  # the settings choose the task runner
+        with use_settings(self.service_settings()), prefect_api_for(self.settings):  # the settings choose the task runner
             try:
                 return curate_dataset(name, storage_config, dataset_type, wait_for_completion=wait, resume=resume)
             except DatasetFailed as failed:  # the flow run is Failed; the dataset's record says why
@@ -98,7 +132,7 @@ class Curation:
         """
         from flows.track_curation import track_curation
 
-        with use_settings(self.settings):
+        with use_settings(self.service_settings()):
             try:
                 return track_curation(dataset_id, tracing=tracing)
             except DatasetFailed:
@@ -120,20 +154,21 @@ class Curation:
         """
         from flows.curate_new_blobs import curate_new_blobs
 
-        with use_settings(self.settings):
+        with use_settings(self.service_settings()):
             return curate_new_blobs(storage_config, name)
 
     def job_status(self, dataset_id: str) -> Progress:
         """The shard jobs' progress, one request per unfinished job, without running a flow (for progress bars)."""
-        return check_job(dataset_id, self.settings)
+        with Replicas(self.service_settings()) as replicas:
+            return check_job(replicas, self.catalog.dataset(dataset_id))
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord:
         """One dataset's record."""
-        return registry.load(self.settings.data_root, dataset_id)
+        return self.catalog.dataset(dataset_id).load_record()
 
     def list_datasets(self, dataset_type: DatasetType | None = None) -> list[DatasetRecord]:
         """All datasets, newest first, optionally of one type."""
-        records = registry.list_records(self.settings.data_root)
+        records = self.catalog.records()
         return [r for r in records if dataset_type is None or r.type == dataset_type]
 
     def stale_datasets(self, older_than_hours: float = 6.0, mark_failed: bool = False) -> list[DatasetRecord]:
@@ -143,15 +178,15 @@ class Curation:
             older_than_hours: how long without a record update counts as stale.
             mark_failed: also mark them Failed, with the reason, so they can be resumed or deleted.
         """
-        found = registry.stale(self.settings.data_root, timedelta(hours=older_than_hours))
+        found = self.catalog.stale(timedelta(hours=older_than_hours))
         if mark_failed:
             reason = f"stale: no progress for more than {older_than_hours:g} h (resume it with resume=<id>)"
-            found = [registry.mark_failed(self.settings.data_root, r.id, reason) for r in found]
+            found = [self.catalog.dataset(r.id).mark_failed(reason) for r in found]
         return found
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Erase a dataset and its results. Raises DemoDatasetProtected for the demo dataset."""
-        registry.delete(self.settings.data_root, dataset_id)
+        self.catalog.dataset(dataset_id).delete()
 
     def export_dataset(self, dataset_id: str, path: str | Path | None = None) -> dict[str, Any]:
         """The inference results as JSON; also written to `path` when given.
@@ -159,7 +194,7 @@ class Curation:
         Returns:
             {"dataset": record, "images": [{image_id, blob_name, ..., error, tags}]}.
         """
-        data = results_json(self.settings.data_root, dataset_id)
+        data = results_json(self.catalog.dataset(dataset_id))
         if path is not None:
             write_text_atomic(Path(path), json.dumps(data, indent=2, default=str))
         return data
@@ -174,9 +209,9 @@ class Curation:
         Returns:
             The dataset folder's URL (credentials removed) and the files written.
         """
-        from curation.publish import publish_dataset
+        from curation.dataset.publish import publish_dataset
 
-        return publish_dataset(self.settings, dataset_id, url)
+        return publish_dataset(self.catalog.dataset(dataset_id), self.settings, url)
 
     def sample_dataset(self, dataset_id: str, seed: int = 0, strategy: str = "stratified") -> dict[str, Any]:
         """(Re)compute the dataset's sampling order with the `sample-dataset` flow.
@@ -190,7 +225,7 @@ class Curation:
         """
         from flows.sample_dataset import sample_dataset
 
-        self._require_completed(dataset_id)
+        self.catalog.dataset(dataset_id).require_completed("sampled")
         with use_settings(self.settings):
             return sample_dataset(dataset_id, seed=seed, strategy=strategy)
 
@@ -201,20 +236,14 @@ class Curation:
             fraction: share of the dataset to keep; every fraction is a prefix of the stored order.
             filters: category -> accepted values (None selects the None tag); OR within, AND across.
         """
-        self._require_completed(dataset_id)
-        return subsets.selected_ids(self.settings.data_root, dataset_id, fraction, filters)
+        self.catalog.dataset(dataset_id).require_completed("sampled")
+        return subsets.selected_ids(self.catalog.dataset(dataset_id), fraction, filters)
 
     def save_subset(
         self, dataset_id: str, name: str, fraction: float = 1.0, filters: dict[str, list[str | None]] | None = None
     ) -> str:
         """Save a selection as a new dataset whose original is `dataset_id`; returns its id."""
-        self._require_completed(dataset_id)
-        return subsets.save_subset(self.settings.data_root, dataset_id, name, fraction, filters).id
-
-    def _require_completed(self, dataset_id: str) -> None:
-        record = self.get_dataset(dataset_id)
-        if record.status != Status.COMPLETED:
-            raise ValueError(f"dataset {dataset_id} is {record.status.value}; only Completed datasets can be sampled")
+        return subsets.save_subset(self.catalog.dataset(dataset_id), name, fraction, filters).id
 
     def teach(self, dataset_id: str, labels_csv: str | Path) -> dict[str, Any]:
         """Teach by example: fit a linear probe per category on labelled images, re-tag the whole dataset.
@@ -225,12 +254,11 @@ class Curation:
         Returns:
             A summary per category (classes, labelled counts, training accuracy) and the new meta-model version.
         """
-        from curation.teach import teach
+        from flows.teach_dataset import teach_dataset
 
-        self._require_completed(dataset_id)
-        summary = teach(self.settings.data_root, dataset_id, Path(labels_csv))
-        subsets.sample_dataset(self.settings.data_root, dataset_id)  # strata follow the new tags
-        return summary
+        self.catalog.dataset(dataset_id).require_completed("taught")
+        with use_settings(self.settings):
+            return teach_dataset(dataset_id, Path(labels_csv))
 
     def generate_demo_images(self, count: int = 72) -> Path:
         """Write the deterministic synthetic demo images (and labels.csv) under the data root.
@@ -240,7 +268,7 @@ class Curation:
         """
         from curation.demo import generate_demo_images
 
-        folder = Path(self.settings.data_root) / "demo-images"
+        folder = self.catalog.demo_images
         generate_demo_images(folder, count=count)
         return folder
 
@@ -256,7 +284,7 @@ class Curation:
         existing = [r for r in self.list_datasets(DatasetType.DEMO) if r.status == Status.COMPLETED]
         if existing and not fresh:
             return existing[0].id
-        folder = Path(self.settings.data_root) / "demo-images"
+        folder = self.catalog.demo_images
         if not (folder / "labels.csv").exists():
             folder = self.generate_demo_images(count)
         return self.curate_dataset(

@@ -53,12 +53,9 @@ class Settings(BaseSettings):
     # Work is cut into shards; never one Prefect task per image.
     shard_size: int = 256
     thumbnail_size: int = 256
-    thumbnail_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
-    # Blobs each thumbnail shard reads at once, ahead of the decoding: storage latency (tens of ms per blob on Azure)
-    # overlaps instead of adding up. 1 = one after the other.
-    read_concurrency: int = Field(default=8, ge=1)
+    task_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
     results_page_size: int = 1000
-    # Worker processes for decoding, quality signals, thumbnails and model features (curation.workpool);
+    # Worker processes for decoding, quality signals, thumbnails and model features (curation.inference.workpool);
     # None = one per core, 0 = in the calling thread.
     work_processes: int | None = None
 
@@ -100,8 +97,10 @@ class Settings(BaseSettings):
 
     @property
     def usage_file(self) -> Path:
-        """The usage ledger the embedded service writes and the viewer reads: usage_path, else <data root>/usage.json."""
-        return self.usage_path or Path(self.data_root) / "usage.json"
+        """The usage ledger the embedded service writes and the viewer reads: usage_path, else the catalog's."""
+        from curation.dataset.catalog import Catalog  # the catalog reads Parquet: not needed to read settings
+
+        return self.usage_path or Catalog(self.data_root).usage_file
 
 
 # A context variable, not a global: two SDK runs in two threads each see their own settings, and Prefect copies

@@ -69,7 +69,7 @@ def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.t
         tabs.active = 1
 
     datasets = DatasetsView(store, on_open=open_dataset)
-    usage = UsageView(usage_path or settings.usage_path or Path(store.root) / "usage.json")
+    usage = UsageView(usage_path or settings.usage_path or store.catalog.usage_file)
     tabs.extend([("Datasets", datasets.panel), ("Curate", curate.panel), ("Usage", usage.panel)])
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         datasets.start_refresh()

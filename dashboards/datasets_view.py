@@ -8,8 +8,8 @@ from typing import Any
 
 import panel as pn
 
-from curation.registry import DatasetRecord, DatasetType, DemoDatasetProtected, Status
-from curation.viewer_data import filter_records
+from curation.dataset.registry import DatasetRecord, DatasetType, DemoDatasetProtected, Status
+from curation.viewer.data import filter_records
 from dashboards.components import esc, html_pane, message
 from dashboards.store import DataStore
 
@@ -99,7 +99,7 @@ class DatasetsView:
         shown = filter_records(records, self.kind.value, self.search.value_input or "")
         cards = [self._card(r) for r in shown]
         if not cards:
-            text = "No datasets match." if records else f"No datasets under {self.store.root.resolve()}."
+            text = "No datasets match." if records else f"No datasets under {self.store.catalog.root.resolve()}."
             cards = [html_pane(message(text, "info"))]
         self.cards.objects = cards
 

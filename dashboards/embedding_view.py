@@ -8,9 +8,9 @@ import numpy as np
 import panel as pn
 import polars as pl
 
-from curation.sampling import NONE_LABEL
+from curation.dataset.tags import NONE_LABEL
 from curation.taxonomy import CATEGORIES
-from curation.viewer_data import class_options, thumbnail_data_uri
+from curation.viewer.data import class_options, thumbnail_data_uri
 from dashboards.components import LazyView, esc, html_pane, message
 from dashboards.store import MAX_POINTS, DataStore
 
@@ -128,7 +128,7 @@ class EmbeddingView(LazyView):
         if rows.is_empty():
             return
         name, thumb = rows.row(0)
-        src = thumbnail_data_uri(self.store.root, thumb)
+        src = thumbnail_data_uri(self.store.catalog, thumb)
         img = f'<img src="{src}" style="height:60px;border-radius:4px">' if src else ""
         self.hover.object = (
             f'<div style="display:flex;gap:8px;align-items:center">{img}'

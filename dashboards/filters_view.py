@@ -6,8 +6,8 @@ from typing import Any
 
 import panel as pn
 
-from curation.sampling import NONE_LABEL
-from curation.viewer_data import class_options
+from curation.dataset.tags import NONE_LABEL
+from curation.viewer.data import class_options
 from dashboards.components import esc, html_pane, message
 from dashboards.store import DataStore
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import panel as pn
 
-from curation.viewer_data import format_bytes
+from curation.viewer.data import format_bytes
 from dashboards.components import ThumbnailGrid, esc, html_pane, message
 from dashboards.store import DataStore
 

@@ -1,6 +1,6 @@
 """The DataStore: lists datasets, loads one lazily, caches it, and derives what the views show.
 
-Views only present what the store computes; the computing itself lives in `curation.viewer_data`.
+Views only present what the store computes; the computing itself lives in `curation.viewer.data`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from typing import Any
 import param
 import polars as pl
 
-from curation import registry
-from curation.export import results_json
-from curation.paths import dataset_paths
-from curation.registry import DatasetRecord, Status
-from curation.subsets import save_subset
+from curation.dataset.catalog import Catalog, DatasetStore, Table
+from curation.dataset.export import results_json
+from curation.dataset.registry import DatasetRecord
+from curation.sampling.subsets import save_subset
 from curation.taxonomy import CATEGORIES
-from curation.viewer_data import (
+from curation.viewer.data import (
     add_labels,
     apply_filters,
     class_options,
@@ -49,16 +48,17 @@ _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 
 
-def _load(root: Path, dataset_id: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    paths = dataset_paths(root, dataset_id)
-    files = [paths.files, paths.metadata, paths.embeddings, paths.analytics, paths.sampling]
-    key = (str(Path(root).resolve()), dataset_id, tuple(p.stat().st_mtime if p.exists() else 0.0 for p in files))
+_TABLES = (Table.FILES, Table.METADATA, Table.EMBEDDINGS, Table.ANALYTICS, Table.SAMPLING)
+
+
+def _load(store: DatasetStore) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    key = (str(store.root.resolve()), store.dataset_id, tuple(store.mtime(t) for t in _TABLES))
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    images = load_images(paths)
-    sampling = pl.read_parquet(paths.sampling, columns=["image_id", "keep_rank"]) if paths.sampling.exists() else None
+    images = load_images(store)
+    sampling = store.frame(Table.SAMPLING, columns=["image_id", "keep_rank"]) if store.has(Table.SAMPLING) else None
     if sampling is not None:  # once per load, so a sampling change is a comparison (see mark_kept)
         images = images.join(sampling, on="image_id", how="left", maintain_order="left")
     with _LOCK:
@@ -80,22 +80,28 @@ class DataStore(param.Parameterized):
 
     def __init__(self, root: Path, **params: Any) -> None:
         super().__init__(**params)
-        self.root = Path(root)
+        self.catalog = Catalog(root)
         self._derived: dict[str, Any] = {}
 
     # -- datasets -------------------------------------------------------------------------------------------------
     def records(self) -> list[DatasetRecord]:
-        return registry.list_records(self.root)
+        return self.catalog.records()
+
+    @property
+    def dataset(self) -> DatasetStore:
+        """The open dataset's store (ValueError when none is open)."""
+        if self.dataset_id is None:
+            raise ValueError("open a dataset first")
+        return self.catalog.dataset(self.dataset_id)
 
     def record(self, dataset_id: str | None = None) -> DatasetRecord:
-        return registry.load(self.root, dataset_id or self.dataset_id)
+        return self.catalog.dataset(dataset_id or self.dataset_id).load_record()
 
     def open(self, dataset_id: str) -> DatasetRecord:
         """Open a Completed dataset for curation (raises ValueError otherwise)."""
-        record = self.record(dataset_id)
-        if record.status != Status.COMPLETED:
-            raise ValueError(f"dataset {record.name!r} is {record.status.value}; only Completed datasets open")
-        _load(self.root, dataset_id)
+        dataset = self.catalog.dataset(dataset_id)
+        record = dataset.require_completed("opened")
+        _load(dataset)
         self._derived = {}
         self.param.update(
             dataset_id=dataset_id,
@@ -108,12 +114,13 @@ class DataStore(param.Parameterized):
         return record
 
     def delete(self, dataset_id: str) -> None:
-        registry.delete(self.root, dataset_id)
+        self.catalog.dataset(dataset_id).delete()
         if dataset_id == self.dataset_id:
             self.param.update(dataset_id=None, selected_image=None, pending_labels=[])
 
     def results_file(self, dataset_id: str) -> io.BytesIO:
-        return io.BytesIO(json.dumps(results_json(self.root, dataset_id), indent=2, default=str).encode("utf-8"))
+        data = results_json(self.catalog.dataset(dataset_id))
+        return io.BytesIO(json.dumps(data, indent=2, default=str).encode("utf-8"))
 
     # -- the open dataset -----------------------------------------------------------------------------------------
     def _cached(self, name: str, key: tuple, compute) -> Any:
@@ -130,14 +137,14 @@ class DataStore(param.Parameterized):
     def images(self) -> pl.DataFrame:
         """Every image of the open dataset, with `kept` at the current sampling level."""
         def compute() -> pl.DataFrame:
-            frame, sampling = _load(self.root, self.dataset_id)
+            frame, sampling = _load(self.dataset)
             return mark_kept(frame, sampling, self.fraction)
 
         return self._cached("images", (self.dataset_id, self.fraction), compute)
 
     @property
     def has_sampling(self) -> bool:
-        return self.dataset_id is not None and _load(self.root, self.dataset_id)[1] is not None
+        return self.dataset_id is not None and _load(self.dataset)[1] is not None
 
     @property
     def filtered(self) -> pl.DataFrame:
@@ -164,7 +171,7 @@ class DataStore(param.Parameterized):
         rows = page_rows(self.filtered, page, PER_PAGE).select("image_id", "blob_name", "thumbnail", "kept")
         return [
             {"id": r["image_id"], "name": r["blob_name"], "label": Path(r["blob_name"]).name,
-             "src": thumbnail_data_uri(self.root, r["thumbnail"]), "kept": bool(r["kept"])}
+             "src": thumbnail_data_uri(self.catalog, r["thumbnail"]), "kept": bool(r["kept"])}
             for r in rows.iter_rows(named=True)
         ]
 
@@ -172,11 +179,11 @@ class DataStore(param.Parameterized):
         details = image_details(self.images, image_id)
         if details is None:
             return None
-        details["src"] = thumbnail_data_uri(self.root, details["thumbnail"])
+        details["src"] = thumbnail_data_uri(self.catalog, details["thumbnail"])
         names = self.images.filter(pl.col("image_id").is_in([i for i, _ in details["similar"]]))
         lookup = {r[0]: r for r in names.select("image_id", "blob_name", "thumbnail").iter_rows()}
         details["similar_items"] = [
-            {"id": i, "name": lookup[i][1], "label": f"{d:.3f}", "src": thumbnail_data_uri(self.root, lookup[i][2]),
+            {"id": i, "name": lookup[i][1], "label": f"{d:.3f}", "src": thumbnail_data_uri(self.catalog, lookup[i][2]),
              "kept": True}
             for i, d in details["similar"] if i in lookup
         ]
@@ -202,7 +209,7 @@ class DataStore(param.Parameterized):
         if not name:
             raise ValueError("give the new dataset a name")
         filters = restricted_filters(self.selections)
-        return save_subset(self.root, self.dataset_id, name, fraction=self.fraction, filters=filters or None)
+        return save_subset(self.dataset, name, fraction=self.fraction, filters=filters or None)
 
     # -- teach by example -----------------------------------------------------------------------------------------
     def label(self, scope: str, category: str, cls: str) -> int:
@@ -232,7 +239,7 @@ class DataStore(param.Parameterized):
         """Teach from the pending labels, recompute the sampling order, and reload the dataset (its tags changed)."""
         if self.dataset_id is None:
             raise ValueError("open a dataset first")
-        summary = teach_from_labels(self.root, self.dataset_id, self.pending_labels)
+        summary = teach_from_labels(self.dataset, self.pending_labels)
         self._derived = {}
         self.pending_labels = []
         self.param.trigger("dataset_id")  # every view re-reads the dataset; _load sees the new files' mtimes

@@ -1,4 +1,4 @@
-"""Teach by example: label the open image or the gallery page, then fit the probes (curation.teach) and re-tag."""
+"""Teach by example: label the open image or the gallery page, then fit the probes (curation.analysis.teach) and re-tag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import panel as pn
 
 from curation.taxonomy import DEFAULT_TAXONOMY
-from curation.viewer_data import label_counts, teach_summary_lines
+from curation.viewer.data import label_counts, teach_summary_lines
 from dashboards.components import APP_CSS, esc, html_pane, message
 from dashboards.store import DataStore
 

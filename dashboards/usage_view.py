@@ -9,7 +9,7 @@ import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the backend the options below are for)
 import panel as pn
 
-from curation.viewer_data import read_usage, usage_by_day
+from curation.viewer.data import read_usage, usage_by_day
 from dashboards.components import html_pane, message
 
 NO_LEDGER = "No usage ledger configured (set CURATION_USAGE_PATH to the inference service's usage JSON file)."

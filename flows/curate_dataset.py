@@ -7,25 +7,25 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from curation.pipeline import shards
-from curation.registry import DatasetFailed, DatasetRecord, DatasetType
-from curation.settings import get_settings
-from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
-from flows.runners import task_runner_for
+from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType
+from curation.inference.shards import shards
+from curation.ingest.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
+from curation.run import Run
+from flows.runners import run_resources
 from flows.track_curation import track_curation
 from tasks.blocks import secrets_from_blocks
-from tasks.dataset_tasks import publish_report
 from tasks.curation_tasks import (
-    StorageConfig,
     check_service,
     list_images,
     mark_failed,
+    mark_processing,
     register_dataset,
     reopen_dataset,
-    mark_processing,
     resolve_credentials,
     submit_shard,
+    with_timeout,
 )
+from tasks.dataset_tasks import publish_report
 
 
 @flow(name="curate-dataset")
@@ -51,18 +51,19 @@ def curate_dataset(
         resume: Id of an unfinished dataset to finish instead of registering a new one.
     """
     storage = resolve_credentials(storage)
-    if resume:
-        record, accepted = reopen_dataset(resume, storage)
-        check_service()
-    else:
-        report = list_images(storage)
-        check_service()
-        record, accepted = register_dataset(name, storage, report, dataset_type), report.accepted
-    curate_listed(storage, record, accepted, wait_for_completion)
+    with run_resources(storage) as run:
+        if resume:
+            record, accepted = reopen_dataset(run.settings, run.dataset(resume), storage)
+            with_timeout(check_service, run.settings)(run)
+        else:
+            report = with_timeout(list_images, run.settings)(run.settings, storage)
+            with_timeout(check_service, run.settings)(run)
+            record, accepted = register_dataset(run.settings, name, storage, report, dataset_type), report.accepted
+        curate_listed(run, record, accepted, wait_for_completion)
     return record.id
 
 
-def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[BlobInfo], wait_for_completion: bool) -> None:
+def curate_listed(run: Run, record: DatasetRecord, accepted: list[BlobInfo], wait_for_completion: bool) -> None:
     """Signing, submission and tracking of a registered dataset's listed images, inside a flow run.
 
     Each shard is its own inference job, round-robin over the replicas; the service decodes each image once and
@@ -70,17 +71,18 @@ def curate_listed(storage: StorageConfig, record: DatasetRecord, accepted: list[
     task runner the settings ask for (threads, or Dask). Reused by curate-new-blobs for the images a new version
     adds. Marks the dataset Failed on any error."""
     try:
-        settings = get_settings()
-        mark_processing(record.id)
+        store = run.dataset(record.id)
+        mark_processing(store)
+        submit = with_timeout(submit_shard, run.settings)
         down: tuple[str, ...] = ()
-        for i, blobs in enumerate(shards(accepted, settings.shard_size)):  # in order: inference starts at once
-            submitted = submit_shard(storage, settings, record.id, i, blobs, avoid=down)
+        for i, blobs in enumerate(shards(accepted, run.settings.shard_size)):  # in order: inference starts at once
+            submitted = submit(run, store, i, blobs, avoid=down)
             down = tuple(sorted({*down, *submitted.unreachable}))  # later shards skip a replica found down
         if wait_for_completion:
-            track_curation.with_options(task_runner=task_runner_for(settings))(record.id, tracing=True, storage=storage)
+            track_curation(record.id, tracing=True, storage=run.storage_config)
     except DatasetFailed:
         raise  # already marked Failed and reported by the tracking
     except BaseException as exc:
-        mark_failed(record.id, f"{type(exc).__name__}: {exc}")
-        publish_report(record.id, None)
+        mark_failed(run.dataset(record.id), f"{type(exc).__name__}: {exc}")
+        publish_report(run.dataset(record.id), None)
         raise

@@ -1,4 +1,5 @@
-"""Where the shard tasks of curate-dataset run: threads in the flow process, or a Dask cluster."""
+"""What a flow run resolves when it starts: its settings, its resources (`run_resources`) and where its shard
+tasks run (threads in the flow process, or a Dask cluster). Nothing here reads settings at import."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from curation.settings import Settings
+from curation.dataset.catalog import Catalog, DatasetStore
+from curation.ingest.steps import StorageConfig
+from curation.run import Run, open_run
+from curation.settings import Settings, get_settings, use_settings
+from tasks.blocks import load_storage_credentials
 
 
 def task_runner_for(settings: Settings) -> TaskRunner[Any]:
     """The task runner the settings ask for (`CURATION_TASK_RUNNER`).
 
     Args:
-        settings: `task_runner` is "threads" (a pool of `thumbnail_workers` threads in the flow process) or "dask":
+        settings: `task_runner` is "threads" (a pool of `task_workers` threads in the flow process) or "dask":
             the scheduler at `dask_address`, else a LocalCluster of `dask_workers` single-threaded worker processes
             that lives as long as the flow run.
     Returns:
@@ -24,7 +29,7 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
         RuntimeError: "dask" without the dask extra installed.
     """
     if settings.task_runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=settings.thumbnail_workers)
+        return ThreadPoolTaskRunner(max_workers=settings.task_workers)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:  # an optional extra: say how to get it rather than a bare ImportError
@@ -56,3 +61,55 @@ def prefect_api_for(settings: Settings) -> Iterator[None]:
     server.start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield
+
+
+class TaskRunnerFromSettings(TaskRunner[Any]):
+    """The task runner the run's settings ask for (`task_runner_for`), chosen when the flow run starts.
+
+    Flows are decorated at import, before any run's settings exist: this defers the choice to the run.
+    `threads_only` keeps a flow on threads whatever the settings say."""
+
+    def __init__(self, threads_only: bool = False) -> None:
+        super().__init__()
+        self.threads_only = threads_only
+        self._inner: TaskRunner[Any] | None = None
+
+    def duplicate(self) -> TaskRunnerFromSettings:
+        return type(self)(self.threads_only)
+
+    def __enter__(self) -> TaskRunnerFromSettings:
+        settings = get_settings()
+        if self.threads_only:
+            settings = settings.model_copy(update={"task_runner": "threads"})
+        self._inner = task_runner_for(settings)
+        self._inner.__enter__()
+        self._started = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._inner is not None:
+                self._inner.__exit__(*exc)
+        finally:
+            self._inner, self._started = None, False
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        assert self._inner is not None, "the task runner must be started before submitting work"
+        return self._inner.submit(task, parameters, wait_for, dependencies)
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> Any:
+        assert self._inner is not None, "the task runner must be started before submitting work"
+        return self._inner.map(task, parameters, wait_for)
+
+
+@contextmanager
+def run_resources(storage: StorageConfig | None = None) -> Iterator[Run]:
+    """A flow run's resources: its settings resolved now, its replicas opened once (an embedded service started
+    for the run when none is configured), made the settings of everything the run calls."""
+    with open_run(get_settings(), storage, load_storage_credentials) as run, use_settings(run.settings):
+        yield run
+
+
+def dataset_store(dataset_id: str) -> DatasetStore:
+    """The catalog store of a dataset, under the data root of the run's settings."""
+    return Catalog(get_settings().data_root).dataset(dataset_id)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from prefect import flow
 from pydantic import Field
 
+from flows.runners import dataset_store
 from tasks.dataset_tasks import compute_sampling
 
 
@@ -25,4 +26,4 @@ def sample_dataset(
         seed: Seed of the order; the same inputs and seed give the same order.
         strategy: stratified keeps the distribution; random for comparison.
     """
-    return compute_sampling(dataset_id, seed, strategy)
+    return compute_sampling(dataset_store(dataset_id), seed, strategy)

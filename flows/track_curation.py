@@ -1,5 +1,5 @@
-"""Flow `track-curation`: poll a dataset's shard jobs until they end, storing each shard's results as its job completes
-(re-submitting lost shards), then write the dataset's results."""
+"""Flow `track-curation`: follow a dataset's shard jobs to their end with the library's tracker
+(curation.tracking), each of its actions run as a Prefect task."""
 
 from __future__ import annotations
 
@@ -10,31 +10,30 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from pydantic import Field
 
-from curation import registry
-from curation.client import NoReplicaAvailable, ServiceError
-from curation.pipeline import lost_shard, settings_for_workers, shards_to_store, storage_of, wait_for_a_shard
-from curation.publish import PublishError
-from curation.registry import DatasetFailed, Status
-from curation.settings import Settings, get_settings
-from curation.shard_jobs import ShardLost
-from curation.storage import AzureStorageConfig, LocalStorageConfig
-from flows.runners import task_runner_for
+from curation.dataset.catalog import DatasetStore
+from curation.dataset.registry import DatasetFailed, DatasetRecord, Status
+from curation.dataset.results import WrittenCounts
+from curation.inference.shard_jobs import Progress, ShardLost
+from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
+from curation.run import Run
+from curation.tracking import ShardKey, track
+from flows.runners import TaskRunnerFromSettings, run_resources
 from tasks.blocks import secrets_from_blocks
-from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.curation_tasks import (
-    StorageConfig,
     complete_dataset,
     mark_failed,
     poll_jobs,
-    resolve_credentials,
     store_shard,
     submit_shard,
+    with_timeout,
     write_results,
 )
+from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.publish_tasks import publish_parquet
+from curation.inference.shards import lost_shard, shards_to_store, wait_for_a_shard
 
 
-@flow(name="track-curation", log_prints=False, task_runner=task_runner_for(get_settings()))
+@flow(name="track-curation", log_prints=False, task_runner=TaskRunnerFromSettings())
 @secrets_from_blocks
 def track_curation(
     dataset_id: Annotated[str, Field(description="The dataset id that curate-dataset returned")],
@@ -58,85 +57,77 @@ def track_curation(
         storage: Where the images are, to re-sign a shard lost with its replica (default: the dataset's own storage,
             with credentials from the environment).
     """
-    settings = get_settings()
-    record = registry.load(settings.data_root, dataset_id)
-    if record.status != Status.PROCESSING:
-        return record.status.value
-    status = _follow_jobs(dataset_id, tracing, settings, storage)
-    if status is None:
-        return Status.PROCESSING.value
-    seconds = (datetime.now(UTC) - record.created).total_seconds()
-    publish_report(dataset_id, seconds)
-    if status == Status.FAILED.value:  # the flow run fails with the dataset, as Prefect users expect
-        raise DatasetFailed(dataset_id, registry.load(settings.data_root, dataset_id).failure_reason)
-    return status
-
-
-def _follow_jobs(dataset_id: str, tracing: bool, settings: Settings, storage: StorageConfig | None) -> str | None:
-    """Poll until every shard job ends and finish the dataset; None when not tracing and jobs are still running.
-
-    Each shard's results are stored (store-shard, on the flow's task runner) as soon as its job completes, while
-    the service works on the others. A shard lost with its replica (down past the transient budget, restarted
-    without a journal, or its results unreadable) is re-submitted to another live replica; the dataset fails only
-    when no replica can take it."""
-    storing: dict[tuple[int, str], PrefectFuture[int]] = {}
-    workers = settings_for_workers(settings)  # store-shard may run in another process (Dask)
-    while True:
-        try:
-            status = poll_jobs(dataset_id)
-        except ServiceError as exc:  # e.g. the API key was refused; transient failures mark shards lost instead
-            return mark_failed(dataset_id, f"inference service unavailable: {exc}").status.value
-        for shard, job_id in shards_to_store(dataset_id, settings):
-            if (shard, job_id) not in storing:
-                storing[shard, job_id] = store_shard.submit(storage, workers, dataset_id, shard, job_id)
-        if status.lost:
-            try:
-                storage = storage or resolve_credentials(storage_of(registry.load(settings.data_root, dataset_id)))
-                for shard in status.lost:
-                    blobs, attempt = lost_shard(dataset_id, shard, settings)
-                    submit_shard(storage, settings, dataset_id, shard, blobs, attempt=attempt, avoid=status.down)
-            except NoReplicaAvailable as exc:
-                reason = f"inference service unavailable: {exc} (lost {status.reasons[0]})"
-                return mark_failed(dataset_id, reason).status.value
-            continue
-        if status.status == "Completed" or not tracing:
-            if _wait_for_stores(storing):
-                continue  # a shard's results were unreadable: it is marked lost, the next poll re-submits it
-        if status.status == "Completed":
-            try:
-                written = write_results(dataset_id, storage)
-            except ShardLost:  # a replica went away before its results were read: the shard is re-submitted
-                continue
-            except ServiceError as exc:  # the service failed otherwise while its results were read
-                return mark_failed(dataset_id, f"inference service failed while its results were read: {exc}").status.value
-            if written.failed < written.images:
-                analyse_dataset(dataset_id)  # duplicates and quality feed the sampling order
-                compute_sampling(dataset_id, seed=0, strategy="stratified")
-            record = complete_dataset(dataset_id)
-            # A hidden staging dataset (curate-new-blobs) is not a dataset of its own: never published.
-            if record.status == Status.COMPLETED and get_settings().output_url and record.parent_id is None:
-                try:
-                    publish_parquet(dataset_id)
-                except PublishError as exc:  # whole locally, but not delivered where it was asked for
-                    return mark_failed(dataset_id, str(exc)).status.value
+    with run_resources(storage) as run:
+        store = run.dataset(dataset_id)
+        record = store.load_record()
+        if record.status != Status.PROCESSING:
             return record.status.value
-        if not tracing:
-            return None
-        wait_for_a_shard(dataset_id, settings, settings.poll_interval_s)  # returns early when a shard job ends
+        status = track(TaskSteps(run, store), tracing, publish=bool(run.settings.output_url))
+        if status is None:
+            return Status.PROCESSING.value
+        publish_report(store, (datetime.now(UTC) - record.created).total_seconds())
+        if status == Status.FAILED.value:  # the flow run fails with the dataset, as Prefect users expect
+            raise DatasetFailed(dataset_id, store.load_record().failure_reason)
+        return status
 
 
-def _wait_for_stores(storing: dict[tuple[int, str], PrefectFuture[int]]) -> bool:
-    """Wait for every store-shard task; True when one found its shard lost (the tracker re-submits it).
+class TaskSteps:
+    """The tracker's actions as Prefect tasks; shards are stored on the flow's task runner (threads or Dask)."""
 
-    Any other failure fails the run: its error says why."""
-    lost = False
-    for key, future in list(storing.items()):
-        future.wait()
-        if future.state.is_completed():
-            continue
-        error = future.result(raise_on_failure=False)
-        if not isinstance(error, ShardLost):
-            raise error if isinstance(error, BaseException) else RuntimeError(f"shard {key[0]}: {future.state.message}")
-        lost = True
-        del storing[key]
-    return lost
+    def __init__(self, run: Run, store: DatasetStore) -> None:
+        self.run, self.store = run, store
+        self.storing: dict[ShardKey, PrefectFuture[int]] = {}
+        self.poll_jobs = with_timeout(poll_jobs, run.settings)
+        self.store_shard = with_timeout(store_shard, run.settings)
+        self.submit_shard = with_timeout(submit_shard, run.settings)
+        self.write_results = with_timeout(write_results, run.settings)
+
+    def poll(self) -> Progress:
+        return self.poll_jobs(self.run, self.store)
+
+    def unstored(self) -> list[ShardKey]:
+        return shards_to_store(self.store)
+
+    def store(self, key: ShardKey) -> None:
+        self.storing[key] = self.store_shard.submit(self.run, self.store, key[0], key[1])
+
+    def await_stores(self) -> set[ShardKey]:
+        """Wait for every store-shard task; those that found their shard lost are returned. Any other failure
+        fails the run: its error says why."""
+        lost: set[ShardKey] = set()
+        for key, future in list(self.storing.items()):
+            future.wait()
+            if future.state.is_completed():
+                continue
+            error = future.result(raise_on_failure=False)
+            if not isinstance(error, ShardLost):
+                raise error if isinstance(error, BaseException) else RuntimeError(f"shard {key[0]}: {future.state.message}")
+            lost.add(key)
+            del self.storing[key]
+        return lost
+
+    def resubmit(self, shards: tuple[int, ...], avoid: tuple[str, ...]) -> None:
+        for shard in shards:
+            blobs, attempt = lost_shard(self.run.replicas, self.store, shard)
+            self.submit_shard(self.run, self.store, shard, blobs, attempt=attempt, avoid=avoid)
+
+    def wait(self) -> None:
+        wait_for_a_shard(self.run.replicas, self.store, self.run.settings.poll_interval_s)
+
+    def write(self) -> WrittenCounts:
+        return self.write_results(self.store)
+
+    def analyse(self) -> None:
+        analyse_dataset(self.store)
+
+    def sample(self) -> None:
+        compute_sampling(self.store, seed=0, strategy="stratified")
+
+    def complete(self) -> DatasetRecord:
+        return complete_dataset(self.store)
+
+    def publish(self) -> None:
+        publish_parquet(self.store, self.run.settings)
+
+    def fail(self, reason: str) -> DatasetRecord:
+        return mark_failed(self.store, reason)

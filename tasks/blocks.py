@@ -19,7 +19,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 from curation.settings import Settings, get_settings, use_settings
-from curation.storage import AzureStorageConfig, LocalStorageConfig
+from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 StorageConfig = LocalStorageConfig | AzureStorageConfig

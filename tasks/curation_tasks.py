@@ -1,4 +1,5 @@
-"""Tasks of the curate-dataset and track-curation flows."""
+"""Tasks of the curate-dataset and track-curation flows: thin wrappers over curation.ingest, curation.inference.shards
+and curation.dataset.finish. Each takes the run's settings or its `Run` as a parameter: nothing is read at import."""
 
 from __future__ import annotations
 
@@ -6,24 +7,27 @@ import hashlib
 import logging
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from curation import pipeline, registry
-from curation.client import ServiceError
-from curation.paths import dataset_paths
-from curation.registry import DatasetRecord, DatasetType
-from curation.settings import Settings, get_settings
-from curation.results import WrittenCounts
-from curation.shard_jobs import Progress, SubmittedShard, content_hash
-from curation.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
-from curation.validation import ValidationReport
+from curation.dataset.catalog import Catalog, DatasetStore
+from curation.dataset.finish import complete_dataset as complete, write_dataset_results
+from curation.dataset.registry import DatasetRecord, DatasetType, Status
+from curation.dataset.results import WrittenCounts
+from curation.inference import shards
+from curation.inference.client import ServiceError
+from curation.inference.shard_jobs import Progress, SubmittedShard, content_hash
+from curation.ingest import steps
+from curation.ingest.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage
+from curation.ingest.validation import ValidationReport
+from curation.run import Run
+from curation.settings import Settings
 
 
 class _ThreadTimeoutNotice(logging.Filter):
     """Drop Prefect's per-task warning that a timeout cannot interrupt a task in a pool thread (once per shard, on
-    every run): our network calls carry their own request timeouts and budget, the task timeout is the outer guard,
-    and the README says so."""
+    every run): our network calls carry their own request timeouts and budget, and the task timeout is the outer
+    guard."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "running in a worker thread. Timeouts in worker threads" not in record.getMessage()
@@ -35,20 +39,35 @@ StorageConfig = LocalStorageConfig | AzureStorageConfig
 # Inputs can carry credentials: tasks without a cache key of their own neither cache nor persist anything.
 PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
 
-# Retries and timeouts of the tasks that touch the network, from the settings at import. The client already retries
-# transient failures for transient_budget_s, so one request may take that long; a task retry only follows errors
-# that are not service errors (see _not_a_service_error).
-_S = get_settings()
-_REQUEST_S = _S.transient_budget_s + _S.request_timeout_s
-_REPLICAS = 4  # a submission or poll round may wait out this many replicas' budgets
+# Retries of the tasks that touch the network; their timeouts come from the run's settings (`network_timeouts`).
 NETWORK = {
-    "list-images": {"retries": 2, "retry_delay_seconds": 10, "timeout_seconds": 3600},
-    "check-service": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": 2 * _REQUEST_S + 60},
-    "submit-shard": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": _REPLICAS * _REQUEST_S + 120},
-    "store-shard": {"retries": 1, "retry_delay_seconds": 5, "timeout_seconds": _REPLICAS * _REQUEST_S + 600 + 10 * _S.shard_size},
-    "poll-jobs": {"retries": 1, "retry_delay_seconds": _S.poll_interval_s, "timeout_seconds": _REPLICAS * _REQUEST_S + 600},
-    "write-results": {"retries": 2, "retry_delay_seconds": 5, "timeout_seconds": 6 * 3600},
+    "list-images": {"retries": 2, "retry_delay_seconds": 10},
+    "check-service": {"retries": 1, "retry_delay_seconds": 5},
+    "submit-shard": {"retries": 1, "retry_delay_seconds": 5},
+    "store-shard": {"retries": 1, "retry_delay_seconds": 5},
+    "poll-jobs": {"retries": 1, "retry_delay_seconds": 5},
+    "write-results": {"retries": 2, "retry_delay_seconds": 5},
 }
+_REPLICAS = 4  # a submission or poll round may wait out this many replicas' budgets
+
+
+def network_timeouts(settings: Settings) -> dict[str, float]:
+    """Each network task's timeout, from the run's settings. The client already retries transient failures for
+    transient_budget_s, so one request may take that long."""
+    request = settings.transient_budget_s + settings.request_timeout_s
+    return {
+        "list-images": 3600,
+        "check-service": 2 * request + 60,
+        "submit-shard": _REPLICAS * request + 120,
+        "store-shard": _REPLICAS * request + 600 + 10 * settings.shard_size,
+        "poll-jobs": _REPLICAS * request + 600,
+        "write-results": 6 * 3600,
+    }
+
+
+def with_timeout(t: Task[Any, Any], settings: Settings) -> Task[Any, Any]:
+    """The task with the timeout the run's settings give it."""
+    return t.with_options(timeout_seconds=network_timeouts(settings)[t.name])
 
 
 def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -68,10 +87,13 @@ def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         identity = parameters["job_id"]
     else:
         identity = f"{content_hash(parameters['blobs'])}-a{parameters.get('attempt', 0)}"
-    key = "-".join([context.task.name, parameters["dataset_id"], shard, identity])
-    paths = dataset_paths(parameters["settings"].data_root, parameters["dataset_id"])
-    output = paths.shard_job if context.task.name == "submit-shard" else paths.thumbnail_shard
-    if not output(parameters["shard"]).exists() and context.result_store.exists(key):
+    store: DatasetStore = parameters["store"]
+    key = "-".join([context.task.name, store.dataset_id, shard, identity])
+    if context.task.name == "submit-shard":
+        present = store.read_shard_job(parameters["shard"]) is not None
+    else:
+        present = store.has_files_shard(parameters["shard"])
+    if not present and context.result_store.exists(key):
         return f"{key}-redo-{context.task_run.id}"
     return key
 
@@ -96,58 +118,56 @@ def resolve_credentials(config: StorageConfig) -> StorageConfig:
 
 
 @task(name="list-images", **NETWORK["list-images"], **PRIVATE)
-def list_images(config: StorageConfig) -> ValidationReport:
+def list_images(settings: Settings, config: StorageConfig) -> ValidationReport:
     """List the storage and validate it: refuse a dataset of too few acceptable images."""
-    report = pipeline.list_and_validate(config, get_settings())
+    report = steps.list_and_validate(open_storage(config, settings), settings.min_images)
     get_run_logger().info("listing: %s", report.summary())
     return report
 
 
 @task(name="check-service", **NETWORK["check-service"], retry_condition_fn=_not_a_service_error, **PRIVATE)
-def check_service() -> str:
+def check_service(run: Run) -> str:
     """Check an inference replica answers and accepts our API key, before any dataset is registered."""
-    info = pipeline.check_replicas(get_settings())
+    info = shards.check_replicas(run.replicas)
     get_run_logger().info("inference service ready on %s: model %s", info["replica"], info.get("model"))
     return str(info.get("model"))
 
 
 @task(name="register-dataset", cache_key_fn=_flow_run_cache_key, persist_result=True)
-def register_dataset(name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType) -> DatasetRecord:
+def register_dataset(
+    settings: Settings, name: str, config: StorageConfig, report: ValidationReport, dataset_type: DatasetType
+) -> DatasetRecord:
     """Register the dataset as Processing (once per flow run: a retried run keeps its dataset)."""
     from prefect.runtime import flow_run
 
     run_id = str(flow_run.id) if flow_run.id else None
-    record = pipeline.register_dataset(name, config, report, get_settings(), dataset_type, flow_run_id=run_id)
+    catalog = Catalog(settings.data_root)
+    record = steps.register_dataset(catalog, open_storage(config, settings), report, name, dataset_type, run_id)
     get_run_logger().info("registered dataset %s (%r)", record.id, record.name)
     return record
 
 
 @task(name="reopen-dataset", **PRIVATE)
-def reopen_dataset(dataset_id: str, config: StorageConfig) -> tuple[DatasetRecord, list[BlobInfo]]:
+def reopen_dataset(settings: Settings, store: DatasetStore, config: StorageConfig) -> tuple[DatasetRecord, list[BlobInfo]]:
     """Reopen an unfinished dataset to resume it from its registered listing."""
-    record, accepted = pipeline.resume_dataset(dataset_id, config, get_settings())
-    get_run_logger().info("resuming dataset %s: %d images", dataset_id, len(accepted))
+    record, accepted = steps.resume_dataset(store, open_storage(config, settings))
+    get_run_logger().info("resuming dataset %s: %d images", store.dataset_id, len(accepted))
     return record, accepted
 
 
 @task(name="mark-processing", **PRIVATE)
-def mark_processing(dataset_id: str) -> DatasetRecord:
+def mark_processing(store: DatasetStore) -> DatasetRecord:
     """Mark the dataset Processing again (a retried flow run picks up a dataset its first attempt marked Failed)."""
-    return registry.update(get_settings().data_root, dataset_id, status=registry.Status.PROCESSING, failure_reason=None)
+    return store.update_record(status=Status.PROCESSING, failure_reason=None)
 
 
 @task(name="submit-shard", **NETWORK["submit-shard"], retry_condition_fn=_not_a_service_error, **SHARD_CACHE)
 def submit_shard(
-    config: StorageConfig,
-    settings: Settings,
-    dataset_id: str,
-    shard: int,
-    blobs: list[BlobInfo],
-    attempt: int = 0,
-    avoid: tuple[str, ...] = (),
+    run: Run, store: DatasetStore, shard: int, blobs: list[BlobInfo], attempt: int = 0, avoid: tuple[str, ...] = ()
 ) -> SubmittedShard:
     """Sign one shard's URLs and submit it as a job to the next live inference replica; returns ids only."""
-    submitted = pipeline.submit_shard(config, settings, dataset_id, shard, blobs, attempt, avoid)
+    storage = run.storage(store.dataset_id)
+    submitted = shards.submit_shard(storage, run.replicas, run.settings, store, shard, blobs, attempt, avoid)
     get_run_logger().info(
         "shard %d (%d images, attempt %d): job %s on %s", shard, submitted.count, attempt, submitted.job_id, submitted.replica
     )
@@ -155,47 +175,48 @@ def submit_shard(
 
 
 @task(name="store-shard", **NETWORK["store-shard"], retry_condition_fn=_not_a_service_error, **SHARD_CACHE)
-def store_shard(config: StorageConfig | None, settings: Settings, dataset_id: str, shard: int, job_id: str) -> int:
+def store_shard(run: Run, store: DatasetStore, shard: int, job_id: str) -> int:
     """Store one completed shard job's results (thumbnails, file facts, tags, embeddings) while other shards run.
 
     job_id names the shard's current job, so a re-submitted shard is a new task (the cache key); a stored shard is
-    not redone."""
-    # Settings come in as a parameter, not from get_settings(): the task may run in another process (Dask).
-    stored = pipeline.store_shard_results(config, settings, dataset_id, shard)
+    not redone. The run travels as a parameter: the task may run in another process (Dask)."""
+    stored = shards.store_shard_results(run.replicas, run.settings, store, shard)
     get_run_logger().info("shard %d (job %s): %d images stored", shard, job_id, stored)
     return stored
 
 
 @task(name="poll-jobs", **NETWORK["poll-jobs"], retry_condition_fn=_not_a_service_error, **PRIVATE)
-def poll_jobs(dataset_id: str) -> Progress:
+def poll_jobs(run: Run, store: DatasetStore) -> Progress:
     """One status request per unfinished shard job; jobs lost with their replica are marked for re-submission."""
-    progress = pipeline.check_job(dataset_id, get_settings())
+    progress = shards.check_job(run.replicas, store)
     get_run_logger().info(
         "dataset %s: %d/%d shard jobs Completed, %d/%d images done, %d failed%s",
-        dataset_id, progress.completed, progress.shards, progress.done, progress.total, progress.failed,
+        store.dataset_id, progress.completed, progress.shards, progress.done, progress.total, progress.failed,
         f"; lost: {'; '.join(progress.reasons)}" if progress.lost else "",
     )
     return progress
 
 
-@task(name="write-results", **NETWORK["write-results"], retry_condition_fn=_not_a_service_error, **PRIVATE)
-def write_results(dataset_id: str, config: StorageConfig | None = None) -> WrittenCounts:
-    """Write files, metadata and embeddings Parquet from every shard's stored results (storing any not stored)."""
-    written = pipeline.write_dataset_results(dataset_id, get_settings(), config)
-    get_run_logger().info("dataset %s: results written, %d images, %d failed", dataset_id, written.images, written.failed)
+@task(name="write-results", **NETWORK["write-results"], **PRIVATE)
+def write_results(store: DatasetStore) -> WrittenCounts:
+    """Write files, metadata and embeddings Parquet from every shard's stored results."""
+    written = write_dataset_results(store)
+    get_run_logger().info(
+        "dataset %s: results written, %d images, %d failed", store.dataset_id, written.images, written.failed
+    )
     return written
 
 
 @task(name="complete-dataset", **PRIVATE)
-def complete_dataset(dataset_id: str) -> DatasetRecord:
+def complete_dataset(store: DatasetStore) -> DatasetRecord:
     """Mark the dataset Completed (or Failed when every image failed)."""
-    record = pipeline.complete_dataset(dataset_id, get_settings())
-    get_run_logger().info("dataset %s %s", dataset_id, record.status.value)
+    record = complete(store)
+    get_run_logger().info("dataset %s %s", store.dataset_id, record.status.value)
     return record
 
 
 @task(name="mark-failed", **PRIVATE)
-def mark_failed(dataset_id: str, reason: str) -> DatasetRecord:
+def mark_failed(store: DatasetStore, reason: str) -> DatasetRecord:
     """Mark the dataset Failed with the reason."""
-    get_run_logger().error("dataset %s Failed: %s", dataset_id, reason)
-    return registry.mark_failed(get_settings().data_root, dataset_id, reason)
+    get_run_logger().error("dataset %s Failed: %s", store.dataset_id, reason)
+    return store.mark_failed(reason)

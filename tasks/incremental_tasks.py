@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import polars as pl
 from prefect import get_run_logger, task
 
-from curation import registry, versions
-from curation.paths import dataset_paths
-from curation.registry import DatasetRecord
-from curation.settings import get_settings
-from curation.storage import open_storage
-from curation.validation import ValidationReport, require_enough, validate_listing
+from curation.dataset import versions
+from curation.dataset.catalog import Catalog, DatasetStore, Table
+from curation.dataset.registry import DatasetRecord
+from curation.ingest.storage import open_storage
+from curation.ingest.validation import ValidationReport, require_enough, validate_listing
+from curation.settings import Settings
 from tasks.curation_tasks import PRIVATE, StorageConfig
 
 
@@ -26,18 +25,18 @@ class VersionPlan:
 
 
 @task(name="list-storage", **PRIVATE)
-def list_storage(config: StorageConfig) -> tuple[ValidationReport, dict[str, Any]]:
+def list_storage(settings: Settings, config: StorageConfig) -> tuple[ValidationReport, dict[str, Any]]:
     """List and validate the storage (no minimum: a delta may be small); returns the report and the descriptor."""
-    storage = open_storage(config, get_settings())
+    storage = open_storage(config, settings)
     report = validate_listing(storage.list_blobs())
     get_run_logger().info("listing: %s", report.summary())
     return report, storage.descriptor()
 
 
 @task(name="find-dataset", **PRIVATE)
-def find_dataset(descriptor: dict[str, Any]) -> DatasetRecord | None:
+def find_dataset(catalog: Catalog, descriptor: dict[str, Any]) -> DatasetRecord | None:
     """The Completed dataset already curated from this storage and prefix, if any."""
-    record = versions.find_target(get_settings().data_root, descriptor)
+    record = versions.find_target(catalog, descriptor)
     if record is None:
         get_run_logger().info("no Completed dataset for this storage yet: the run creates version 1")
     else:
@@ -46,75 +45,72 @@ def find_dataset(descriptor: dict[str, Any]) -> DatasetRecord | None:
 
 
 @task(name="require-enough", **PRIVATE)
-def require_enough_images(report: ValidationReport) -> None:
+def require_enough_images(report: ValidationReport, min_images: int) -> None:
     """A new dataset needs the minimum number of acceptable images (a later version does not)."""
-    require_enough(report, get_settings().min_images)
+    require_enough(report, min_images)
 
 
 @task(name="plan-version", **PRIVATE)
-def plan_version(dataset_id: str, report: ValidationReport) -> VersionPlan:
+def plan_version(store: DatasetStore, report: ValidationReport) -> VersionPlan:
     """Diff the listing against the dataset's lineage: the blobs added or changed since the last committed version."""
-    root = get_settings().data_root
-    paths = dataset_paths(root, dataset_id)
-    adopted = versions.adopt_curation(root, registry.load(root, dataset_id))
+    adopted = versions.adopt_curation(store)
     if adopted:
-        get_run_logger().info("dataset %s: its curate-dataset run %s adopted as version 1", dataset_id, adopted["flow_run_id"])
-    plan = VersionPlan(versions.current_version(paths) + 1, versions.diff_listing(report.accepted, versions.read_lineage(paths)))
+        get_run_logger().info(
+            "dataset %s: its curate-dataset run %s adopted as version 1", store.dataset_id, adopted["flow_run_id"]
+        )
+    plan = VersionPlan(versions.current_version(store) + 1, versions.diff_listing(report.accepted, versions.read_lineage(store)))
     get_run_logger().info("version %d would add %d new and %d changed blobs", plan.version, len(plan.delta.new), len(plan.delta.changed))
     return plan
 
 
 @task(name="register-staging", **PRIVATE)
-def register_staging(target: DatasetRecord, plan: VersionPlan) -> DatasetRecord:
+def register_staging(catalog: Catalog, target: DatasetRecord, plan: VersionPlan) -> DatasetRecord:
     """Register the hidden staging dataset that curates the delta (erasing leftovers of crashed runs)."""
-    record = versions.register_staging(get_settings().data_root, target, plan.delta.blobs, plan.version)
+    record = versions.register_staging(catalog, target, plan.delta.blobs, plan.version)
     get_run_logger().info("staging dataset %s for version %d of %s", record.id, plan.version, target.id)
     return record
 
 
 @task(name="build-version", **PRIVATE)
-def build_version(target_id: str, staging_id: str, version: int) -> dict[str, Any]:
+def build_version(target: DatasetStore, staging: DatasetStore, version: int) -> dict[str, Any]:
     """Build the whole next version in the staging folder: tables, layout, shards and thumbnails merged."""
-    built = versions.build_version(get_settings().data_root, target_id, staging_id, version)
+    built = versions.build_version(target, staging, version)
     get_run_logger().info("version %d built: %d images", version, built["images"])
     return built
 
 
 @task(name="publish-version", **PRIVATE)
-def publish_version(target_id: str, staging_id: str) -> None:
+def publish_version(target: DatasetStore, staging: DatasetStore) -> None:
     """Rename the built version's files over the dataset's."""
-    versions.publish_version(get_settings().data_root, target_id, staging_id)
+    versions.publish_version(target, staging)
 
 
 @task(name="commit-version", **PRIVATE)
 def commit_version(
-    dataset_id: str, plan: VersionPlan, report: ValidationReport, flow_run_id: str, orphans: list[str]
+    store: DatasetStore, plan: VersionPlan, report: ValidationReport, flow_run_id: str, orphans: list[str]
 ) -> dict[str, Any]:
     """Append the version's lineage rows and manifest entry (the commit point); returns the manifest entry."""
-    root = get_settings().data_root
-    files = pl.read_parquet(dataset_paths(root, dataset_id).files)
+    files = store.frame(Table.FILES)
     now = versions.now_utc()
     rows = versions.lineage_rows(files, plan.delta.blobs, plan.version, flow_run_id, now)
     entry = versions.version_entry(plan.delta, rows, files, plan.version, flow_run_id, now)
-    versions.commit_version(root, dataset_id, rows, entry, report)
-    for orphan in orphans:  # thumbnails of replaced images: no committed table names them any more
-        (root / orphan).unlink(missing_ok=True)
-    get_run_logger().info("dataset %s version %d: %s", dataset_id, plan.version, entry)
+    versions.commit_version(store, rows, entry, report, orphans)
+    get_run_logger().info("dataset %s version %d: %s", store.dataset_id, plan.version, entry)
     return entry
 
 
 @task(name="drop-staging", **PRIVATE)
-def drop_staging(target_id: str, staging_id: str) -> None:
+def drop_staging(catalog: Catalog, target_id: str, staging_id: str) -> None:
     """Erase the staging dataset."""
-    versions.drop_staging(get_settings().data_root, target_id, staging_id)
+    versions.drop_staging(catalog, target_id, staging_id)
 
 
 @task(name="publish-version-report", persist_result=False)
-def publish_version_report(dataset_id: str, summary: dict[str, Any]) -> None:
+def publish_version_report(store: DatasetStore, summary: dict[str, Any]) -> None:
     """Publish a short Markdown artifact: the version added, or that nothing was new."""
     from prefect.artifacts import create_markdown_artifact
 
-    record = registry.load(get_settings().data_root, dataset_id)
+    record, dataset_id = store.load_record(), store.dataset_id
     if summary.get("version") is None:
         text = f"**{record.name}** (`{dataset_id}`): nothing new since version {record.version or 0}."
     else:
@@ -124,4 +120,3 @@ def publish_version_report(dataset_id: str, summary: dict[str, Any]) -> None:
             f"{summary['images']} images in the dataset."
         )
     create_markdown_artifact(key=f"curation-versions-{dataset_id}", markdown=text, description="curate-new-blobs")
-

@@ -9,18 +9,16 @@ import polars as pl
 import pyarrow as pa
 from PIL import Image
 
-from curation import registry
-from curation.analytics import analyse, analytics_table
-from curation.ids import image_id_for
-from curation.parquet_io import FILES_SCHEMA, embeddings_schema, metadata_schema, rows_to_table, write_table
-from curation.paths import dataset_paths
-from curation.quality import image_signals
-from curation.registry import Counts, DatasetType, Status
-from curation.results import write_embeddings
-from curation.sampling import compute_sampling, sampling_table
-from curation.subsets import sample_dataset
+from curation.analysis.analytics import analyse, analytics_table
+from curation.analysis.quality import image_signals
+from curation.dataset.catalog import Catalog, Table
+from curation.dataset.parquet_io import FILES_SCHEMA, embeddings_schema, metadata_schema, rows_to_table
+from curation.dataset.registry import Counts, DatasetType, Status
+from curation.dataset.results import write_embeddings
+from curation.ingest.ids import image_id_for
+from curation.sampling.order import compute_sampling, sampling_table
+from curation.sampling.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_CLASSES
-
 
 DARK_EVERY = 10  # every 10th image (i % 10 == 3) is a near-black frame, so analytics flags it "dark"
 GRAY_EVERY = 10  # and i % 10 == 7 a grey one ("grayscale")
@@ -74,7 +72,7 @@ def build_dataset(
     shared_thumbnails: int = 0,
     status: Status = Status.COMPLETED,
 ) -> str:
-    """A Completed dataset of n images under root; returns its id.
+    """A Completed dataset of n images in the catalog of the data root `root`; returns its id.
 
     shared_thumbnails=k makes only k JPEGs that every row points to (for 100k-row benches); 0 makes one per image.
     Small sets use the library end to end (write_embeddings' layout, analyse with quality signals measured on the
@@ -83,11 +81,11 @@ def build_dataset(
     Per-image thumbnails: every 10th is dark (flagged "dark"), another every 10th grey ("grayscale").
     """
     rng = np.random.default_rng(seed)
-    record = registry.register(root, name, type=kind, meta_model="cpu-rules", embedding_model="cpu-216")
-    paths = dataset_paths(root, record.id)
+    catalog = Catalog(root)
+    store = catalog.dataset(catalog.register(name, type=kind, meta_model="cpu-rules", embedding_model="cpu-216").id)
     names = [f"drive_{seed}/frame_{i:06d}.jpg" for i in range(n)]
     ids = [image_id_for(b) for b in names]
-    shared = [paths.thumbnail(f"shared{k:04d}") for k in range(shared_thumbnails)]
+    shared = [store.thumbnail_path(f"shared{k:04d}") for k in range(shared_thumbnails)]
     for k, path in enumerate(shared):
         _thumbnail(path, seed * 1000 + k)
     files = []
@@ -96,35 +94,35 @@ def build_dataset(
         if shared:
             thumb = shared[i % len(shared)]
         else:
-            thumb = paths.thumbnail(image_id)
+            thumb = store.thumbnail_path(image_id)
             image = _thumbnail(thumb, seed * 100_000 + i, _look(i))
             if analytics and n <= 2000:
                 signals.append(image_signals(image, 1280, 720))
         files.append({"image_id": image_id, "blob_name": blob, "size": int(rng.integers(50_000, 900_000)),
                       "width": 1280, "height": 720, "format": "jpeg",
-                      "thumbnail": thumb.relative_to(root).as_posix(), "error": None})
-    write_table(paths.files, rows_to_table(files, FILES_SCHEMA))
+                      "thumbnail": store.relative(thumb), "error": None})
+    store.write(Table.FILES, rows_to_table(files, FILES_SCHEMA))
     labels = _labels(rng, n)
     meta = {"image_id": ids}
     for category in CATEGORIES:
         meta[category] = labels[category]
         meta[f"{category}_confidence"] = rng.uniform(0.5, 1.0, n).astype(np.float32)
-    write_table(paths.metadata, pa.table(meta, schema=metadata_schema()))
+    store.write(Table.METADATA, pa.table(meta, schema=metadata_schema()))
     dim = 8
     matrix = _separable_embeddings(rng, labels["time"], dim)
     if n <= 2000:
-        write_embeddings(paths, ids, matrix)
+        write_embeddings(store, ids, matrix)
         if analytics:
             frame = pl.DataFrame(signals).with_columns(width=pl.lit(1280), height=pl.lit(720)) if signals else None
             phashes = frame["phash"].to_list() if frame is not None else None
-            write_table(paths.analytics, analytics_table(analyse(ids, matrix, phash=phashes, signals=frame, k=5)))
-        sample_dataset(root, record.id)
+            store.write(Table.ANALYTICS, analytics_table(analyse(ids, matrix, phash=phashes, signals=frame, k=5)))
+        sample_dataset(store)
     else:
         xyz = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
         flat = pa.array(matrix.reshape(-1), type=pa.float32())
         table = pa.table({"image_id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
                           "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}, schema=embeddings_schema(dim))
-        write_table(paths.embeddings, table)
+        store.write(Table.EMBEDDINGS, table)
         if analytics:
             sim = rng.integers(0, n, (n, 5))
             frame = pl.DataFrame({
@@ -138,8 +136,8 @@ def build_dataset(
                 "quality_score": rng.uniform(0, 1, n).astype(np.float32),
                 "quality_flags": [[] for _ in range(n)],
             })
-            write_table(paths.analytics, analytics_table(frame))
+            store.write(Table.ANALYTICS, analytics_table(frame))
         frame = pl.DataFrame({"image_id": ids, **{c: labels[c] for c in CATEGORIES}}, schema_overrides={c: pl.String for c in CATEGORIES})
-        write_table(paths.sampling, sampling_table(compute_sampling(frame, None, seed=seed)))
-    registry.update(root, record.id, status=status, counts=Counts(found=n, accepted=n, processed=n, failed=0))
-    return record.id
+        store.write(Table.SAMPLING, sampling_table(compute_sampling(frame, None, seed=seed)))
+    store.update_record(status=status, counts=Counts(found=n, accepted=n, processed=n, failed=0))
+    return store.dataset_id

@@ -15,10 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation import registry
-from curation.paths import dataset_paths
-from curation.registry import DatasetType, Status
-from curation.subsets import selected_ids
+from curation.dataset.catalog import Catalog, Table
+from curation.dataset.registry import DatasetType, Status
+from curation.sampling.subsets import selected_ids
 from tests.browser.dataset_builder import build_dataset
 
 pytestmark = pytest.mark.browser
@@ -45,21 +44,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("data")
+    catalog = Catalog(root)
     ids = {
         "demo": build_dataset(root, 60, "Demo drives", kind=DatasetType.DEMO),
         "xss": build_dataset(root, 40, XSS_NAME, seed=1, analytics=False),
         "teach": build_dataset(root, 30, "Teach drives", seed=2, analytics=False),
-        "processing": registry.register(root, "still running").id,
-        "failed": registry.mark_failed(root, registry.register(root, "broken run").id, "the inference service was unreachable").id,
+        "processing": catalog.register("still running").id,
+        "failed": catalog.dataset(catalog.register("broken run").id).mark_failed("the inference service was unreachable").id,
     }
-    return {"root": root, "ids": ids}
+    return {"root": root, "catalog": catalog, "ids": ids}
 
 
 @pytest.fixture(scope="module")
 def server(data_root: dict[str, object]) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "CURATION_DATA_ROOT": str(data_root["root"]), "BOKEH_ALLOW_WS_ORIGIN": f"127.0.0.1:{port}"}
-    ledger = Path(data_root["root"]) / "usage.json"
+    ledger = data_root["catalog"].usage_file
     ledger.write_text(json.dumps([
         {"key_id": "key-0123456789ab", "day": f"2024-05-0{d}", "model": m, "processed": 40 * d, "failed": d}
         for d in (1, 2, 3) for m in ("cpu", "clip")
@@ -122,7 +122,7 @@ def _card(page, name: str):
 
 
 def test_datasets_page(page, data_root) -> None:
-    root, ids = data_root["root"], data_root["ids"]
+    catalog, ids = data_root["catalog"], data_root["ids"]
     demo = _card(page, "Demo drives")
     sync_api.expect(demo).to_contain_text("Completed")
     sync_api.expect(demo).to_contain_text("demo")
@@ -134,20 +134,21 @@ def test_datasets_page(page, data_root) -> None:
     # a Processing dataset cannot open, and refreshes on its own when it completes
     running = _card(page, "still running")
     sync_api.expect(running.get_by_role("button", name="Processing\u2026")).to_be_disabled()
-    registry.update(root, ids["processing"], status=Status.COMPLETED)
+    catalog.dataset(ids["processing"]).update_record(status=Status.COMPLETED)
     sync_api.expect(_card(page, "still running").get_by_role("button", name="Open for curation")).to_be_enabled(timeout=10_000)
     _shot(page, "01-datasets.png", full_page=True)
     # demo refused with a visible message
     demo.get_by_role("button", name="Delete").click()
     sync_api.expect(page.get_by_text("is the demo dataset and cannot be deleted")).to_be_visible()
-    assert dataset_paths(root, ids["demo"]).dir.exists()
+    assert catalog.dataset(ids["demo"]).exists()
     # a user dataset is erased after confirmation
     failed = _card(page, "broken run")
     failed.get_by_role("button", name="Delete").click()
     failed.get_by_role("button", name="Yes, delete").click()
     sync_api.expect(page.get_by_text("Deleted \u201cbroken run\u201d")).to_be_visible()
     sync_api.expect(_card(page, "broken run")).to_have_count(0)
-    assert not dataset_paths(root, ids["failed"]).dir.exists()
+    assert not catalog.dataset(ids["failed"]).exists()
+    assert ids["failed"] not in catalog.dataset_ids()
     # type filter and search
     page.get_by_role("button", name="User", exact=True).click()
     sync_api.expect(_card(page, "Demo drives")).to_have_count(0)
@@ -158,8 +159,9 @@ def test_datasets_page(page, data_root) -> None:
 
 
 def test_curation_flow(page, data_root) -> None:
-    root, ids = data_root["root"], data_root["ids"]
-    meta = pl.read_parquet(dataset_paths(root, ids["demo"]).metadata)
+    catalog, ids = data_root["catalog"], data_root["ids"]
+    demo = catalog.dataset(ids["demo"])
+    meta = demo.frame(Table.METADATA)
     _card(page, "Demo drives").get_by_role("button", name="Open for curation").click()
     tiles = page.locator(".gallery .tile")
     sync_api.expect(tiles).to_have_count(48)
@@ -174,8 +176,7 @@ def test_curation_flow(page, data_root) -> None:
     sync_api.expect(page.locator(".cur-qfv")).to_contain_text("Anomaly score")
 
     # a dark frame: the real analytics.parquet's flags and anomaly score, and its similar images are clickable
-    paths = dataset_paths(root, ids["demo"])
-    analytics = pl.read_parquet(paths.analytics).join(pl.read_parquet(paths.files), on="image_id")
+    analytics = demo.frame(Table.ANALYTICS).join(demo.frame(Table.FILES), on="image_id")
     dark = analytics.filter(pl.col("quality_flags").list.contains("dark")).row(0, named=True)
     page.locator(f'.gallery .tile[data-image-id="{dark["image_id"]}"]').click()
     qfv = page.locator(".cur-qfv")
@@ -203,7 +204,7 @@ def test_curation_flow(page, data_root) -> None:
     handle.press("ArrowLeft")
     handle.press("ArrowLeft")
     filters = {"time": ["night", "dawn_dusk", None]}
-    kept = len(selected_ids(root, ids["demo"], 0.6, filters))
+    kept = len(selected_ids(demo, 0.6, filters))
     sync_api.expect(page.locator(".kept-count")).to_have_text(f"{kept:,}")
     assert page.locator(".gallery .tile.excluded").count() > 0
     _shot(page, "04-filtered-sampled.png")
@@ -213,10 +214,11 @@ def test_curation_flow(page, data_root) -> None:
     page.get_by_placeholder("e.g. rainy nights 40%").press("Enter")
     page.get_by_role("button", name="Save selection").click()
     new_id = page.locator(".new-dataset-id").inner_text(timeout=30_000)
-    record = registry.load(root, new_id)
+    derived = catalog.dataset(new_id)
+    record = derived.load_record()
     assert record.name == "no day 60%" and record.original_dataset == ids["demo"]
     assert record.counts.accepted == kept
-    assert dataset_paths(root, new_id).files.exists()
+    assert derived.frame(Table.FILES).height == kept
 
     # 3D view and distribution
     page.locator(".bk-tab", has_text="3D embedding").click()
@@ -256,10 +258,9 @@ def test_download_results_json(page, data_root) -> None:
 
 
 def test_teach_by_example(page, data_root) -> None:
-    root, dataset_id = data_root["root"], data_root["ids"]["teach"]
-    paths = dataset_paths(root, dataset_id)
-    meta = pl.read_parquet(paths.metadata).join(pl.read_parquet(paths.files), on="image_id")
-    before = registry.load(root, dataset_id).meta_model
+    store = data_root["catalog"].dataset(data_root["ids"]["teach"])
+    meta = store.frame(Table.METADATA).join(store.frame(Table.FILES), on="image_id")
+    before = store.load_record().meta_model
     _card(page, "Teach drives").get_by_role("button", name="Open for curation").click()
     sync_api.expect(page.locator(".gallery .tile")).to_have_count(30)
     card = page.locator(".teach-card")
@@ -293,10 +294,10 @@ def test_teach_by_example(page, data_root) -> None:
     sync_api.expect(result.locator(".teach-meta-model")).to_have_text(f"{before}+probe-v1", timeout=60_000)
     sync_api.expect(result).to_contain_text("training accuracy 100%")
     sync_api.expect(card.locator(".teach-pending")).to_contain_text("No labels yet")
-    assert registry.load(root, dataset_id).meta_model == f"{before}+probe-v1"
-    assert len(list(paths.dir.glob("teach-labels-*.csv"))) == 1
+    assert store.load_record().meta_model == f"{before}+probe-v1"
+    assert len(list(store.table_path(Table.FILES).parent.glob("teach-labels-*.csv"))) == 1  # beside the tables
     # the dataset was reloaded: the night filter now counts the re-tagged images
-    retagged = pl.read_parquet(paths.metadata)
+    retagged = store.frame(Table.METADATA)
     nights_now = retagged.filter(pl.col("time") == "night").height
     sync_api.expect(page.locator(".filtered-count")).to_have_text(str(nights_now))
     _shot(page, "09-teach-result.png")

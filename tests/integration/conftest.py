@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from curation.service.server import RunningService, start_in_thread
+from curation.inference.service.server import RunningService, start_in_thread
 from curation.settings import Settings
 from tests.azurite import AzuriteEndpoint, run_azurite
 

@@ -18,9 +18,9 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from curation.models.cpu import CpuModel
-from curation.service.app import create_app
-from curation.service.server import RunningService, serve_in_thread
+from curation.inference.models.cpu import CpuModel
+from curation.inference.service.app import create_app
+from curation.inference.service.server import RunningService, serve_in_thread
 from curation.settings import Settings
 
 STATUS_PATH = re.compile(r"/v1/jobs/[0-9a-f]+")

@@ -1,4 +1,4 @@
-"""Child process for the SIGKILL test: rewrite one Parquet target forever with curation.parquet_io.write_table.
+"""Child process for the SIGKILL test: rewrite one Parquet target forever with curation.dataset.parquet_io.write_table.
 
 Usage: python -m tests.integration.parquet_kill_child TARGET ROWS
 Prints "ready" once imported, then "wrote <generation>" after every complete write. Every generation is a table
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curation.parquet_io import write_table
+from curation.dataset.parquet_io import write_table
 
 
 def main() -> None:

@@ -8,11 +8,10 @@ import re
 import time
 
 import httpx
-import polars as pl
 import pytest
 
 from curation import Curation, LocalStorageConfig
-from curation.paths import dataset_paths
+from curation.dataset.catalog import DatasetStore, Table
 from tests.images import write_images
 
 
@@ -47,17 +46,20 @@ def test_completed_run_publishes_artifact_and_event(tmp_path, settings):
     dataset_id = cr.curate_dataset("with report", LocalStorageConfig(path=tmp_path / "images"), wait=True)
 
     # The results are stored, so the service was told to forget the shard jobs (it keeps nothing it need not).
-    from curation import shard_jobs
-    from curation.client import JobNotFound, connect
+    from curation.inference import shard_jobs
+    from curation.inference.client import JobNotFound
+    from curation.inference.replicas import Replicas
 
-    jobs = shard_jobs.read_jobs(dataset_paths(settings.data_root, dataset_id))
-    with connect(cr.settings) as client:
+    store = DatasetStore(settings.data_root, dataset_id)
+    jobs = shard_jobs.read_jobs(store)
+    with Replicas(cr.service_settings()) as replicas:
+        client = replicas.client()
         for job in jobs:
             with pytest.raises(JobNotFound):
                 client.job_status(job.job_id)
     assert jobs
 
-    metadata = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).metadata)
+    metadata = store.frame(Table.METADATA)
     expected = {c: metadata[c].fill_null("None").value_counts().rows() for c in ("time", "weather", "road", "location")}
 
     [artifact] = read_artifact(f"curation-{dataset_id}")

@@ -7,12 +7,11 @@ import threading
 from urllib.parse import urlsplit
 
 import httpx
-import polars as pl
 import pytest
 
 from curation import Curation, StorageError
-from curation.paths import dataset_paths, datasets_dir
-from tests.integration.helpers import azure_config, new_container, upload_images
+from curation.dataset.catalog import DatasetStore, Table
+from tests.integration.helpers import azure_config, leftovers, new_container, upload_images
 
 
 class DropSecondListingPage(http.server.BaseHTTPRequestHandler):
@@ -40,7 +39,7 @@ class DropSecondListingPage(http.server.BaseHTTPRequestHandler):
 
 
 def test_storage_lost_during_listing_is_a_clear_error_and_leaves_no_dataset(azurite, settings):
-    from curation import storage
+    from curation.ingest import storage
 
     container = new_container(azurite)
     upload_images(container, 35)
@@ -62,7 +61,7 @@ def test_storage_lost_during_listing_is_a_clear_error_and_leaves_no_dataset(azur
         # Each attempt of the list-images task (its declared retries) got the first page; the cut came mid-listing.
         assert DropSecondListingPage.first_pages == 1 + list_images.retries
         assert azurite.account_key not in str(info.value)
-        assert not datasets_dir(settings.data_root).exists() or not any(datasets_dir(settings.data_root).iterdir())
+        assert leftovers(settings.data_root) == []
     finally:
         storage.AZURE_CLIENT_KWARGS.clear()
         storage.AZURE_CLIENT_KWARGS.update(previous)
@@ -95,6 +94,8 @@ def test_two_curations_of_one_container_at_once(azurite, settings):
     for dataset_id in ids.values():
         record = Curation(settings=run).get_dataset(dataset_id)
         assert record.status.value == "Completed" and record.counts.processed == 33
-        files = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)
+        store = DatasetStore(settings.data_root, dataset_id)
+        files = store.frame(Table.FILES)
         assert sorted(files["blob_name"]) == sorted(names) and files["image_id"].n_unique() == 33
-        assert all(t.startswith(f"datasets/{dataset_id}/") for t in files["thumbnail"])
+        own = {i: store.relative(store.thumbnail_path(i)) for i in files["image_id"]}  # each run's own thumbnails
+        assert all(t == own[i] for i, t in zip(files["image_id"], files["thumbnail"], strict=True))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from curation import Curation, LocalStorageConfig
-from curation.ids import image_id_for
-from curation.paths import dataset_paths
+from curation.dataset.catalog import Catalog, Table
+from curation.ingest.ids import image_id_for
 from tests.bad_images import EXIF_STORED, bad_inputs, rejected_inputs
 from tests.images import jpeg_bytes
 from tests.integration.helpers import azure_config, new_container
@@ -52,15 +52,15 @@ def check_dataset(cr: Curation, dataset_id: str, blobs: dict[str, bytes]) -> Non
     assert record.counts.failed == n_errors
     assert record.counts.processed == len(expected) - n_errors
 
-    root = cr.settings.data_root
-    paths = dataset_paths(root, dataset_id)
-    files = pl.read_parquet(paths.files)
+    catalog = Catalog(cr.settings.data_root)
+    store = catalog.dataset(dataset_id)
+    files = store.frame(Table.FILES)
     # Every accepted blob exactly once, nothing else.
     assert files.height == len(expected)
     assert sorted(files["blob_name"]) == sorted(expected)
     assert files["image_id"].n_unique() == files.height
-    assert pl.read_parquet(paths.metadata).height == len(expected)
-    embedded = set(pl.read_parquet(paths.embeddings)["image_id"])
+    assert store.frame(Table.METADATA).height == len(expected)
+    embedded = set(store.frame(Table.EMBEDDINGS)["image_id"])
 
     problems = []
     for row in files.iter_rows(named=True):
@@ -72,8 +72,9 @@ def check_dataset(cr: Curation, dataset_id: str, blobs: dict[str, bytes]) -> Non
             if got != (None, *exp[1:]):
                 problems.append(f"{name}: expected {(None, *exp[1:])}, got {got}")
                 continue
-            thumb = root / row["thumbnail"]
-            assert thumb.is_file() and thumb.is_relative_to(paths.dir), (name, thumb)
+            assert row["thumbnail"] == store.relative(store.thumbnail_path(row["image_id"])), name  # its own dataset's
+            thumb = catalog.resolve(row["thumbnail"])
+            assert thumb.is_file(), (name, thumb)
             with Image.open(thumb) as im:
                 assert max(im.size) <= cr.settings.thumbnail_size and min(im.size) >= 1
             assert row["image_id"] in embedded, name
@@ -86,7 +87,7 @@ def check_dataset(cr: Curation, dataset_id: str, blobs: dict[str, bytes]) -> Non
     # EXIF orientation 6: stored 200x100, shown (and recorded) as 100x200; the thumbnail is rotated too.
     exif_row = files.filter(pl.col("blob_name") == "bad/exif_rotated.jpg").row(0, named=True)
     assert (exif_row["width"], exif_row["height"]) == EXIF_STORED[::-1]
-    with Image.open(root / exif_row["thumbnail"]) as im:
+    with Image.open(catalog.resolve(exif_row["thumbnail"])) as im:
         assert im.size[0] < im.size[1]
         pixels = np.asarray(im.convert("RGB"), dtype=int)
     top, bottom = pixels[: pixels.shape[0] // 4].mean(axis=(0, 1)), pixels[-pixels.shape[0] // 4 :].mean(axis=(0, 1))
@@ -95,7 +96,7 @@ def check_dataset(cr: Curation, dataset_id: str, blobs: dict[str, bytes]) -> Non
 
     # 16-bit grayscale: a dark-to-bright ramp must stay a ramp (not clipped to white).
     deep = files.filter(pl.col("blob_name") == "bad/sixteen_bit.png").row(0, named=True)
-    with Image.open(root / deep["thumbnail"]) as im:
+    with Image.open(catalog.resolve(deep["thumbnail"])) as im:
         gray = np.asarray(im.convert("L"), dtype=float)
     assert gray[:5].mean() < 60 and gray[-5:].mean() > 190, (gray[:5].mean(), gray[-5:].mean())
 

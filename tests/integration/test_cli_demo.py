@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation.paths import dataset_paths
+from curation.dataset.catalog import Catalog, Table
 from tests.images import write_images
 
 CURATION = Path(sys.executable).parent / "curation"
@@ -60,40 +60,40 @@ def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Completed" in result.output and "images per class" in result.output
     assert "agreement with the labels: time" in result.output
-    [record_file] = (tmp_path / "data" / "datasets").glob("*/dataset.json")
-    record = json.loads(record_file.read_text())
-    assert record["type"] == "demo" and record["status"] == "Completed" and record["counts"]["accepted"] == 72
-    paths = dataset_paths(tmp_path / "data", record["id"])
-    assert pl.read_parquet(paths.files).height == 72
-    assert pl.read_parquet(paths.metadata).height == 72
-    assert pl.read_parquet(paths.embeddings).height == 72
+    catalog = Catalog(tmp_path / "data")
+    [record] = catalog.records(include_staging=True)
+    store = catalog.dataset(record.id)
+    assert record.type.value == "demo" and record.status.value == "Completed" and record.counts.accepted == 72
+    assert store.frame(Table.FILES).height == 72
+    assert store.frame(Table.METADATA).height == 72
+    assert store.frame(Table.EMBEDDINGS).height == 72
 
-    refused = cli.invoke(["delete", record["id"], "--yes"])
+    refused = cli.invoke(["delete", record.id, "--yes"])
     assert refused.exit_code == 1 and "demo dataset and cannot be deleted" in refused.output
     listed = cli.invoke(["list"])
-    assert record["id"] in listed.output
+    assert record.id in listed.output
 
-    exported = cli.invoke(["export", record["id"], "-o", str(tmp_path / "out.json")])
+    exported = cli.invoke(["export", record.id, "-o", str(tmp_path / "out.json")])
     assert exported.exit_code == 0
     images = json.loads((tmp_path / "out.json").read_text())["images"]
     assert len(images) == 72 and set(images[0]["tags"]) == {"time", "weather", "road", "location"}
 
     # teach by example: 4 labelled demo images per time class re-tag the whole dataset from stored embeddings
-    labels = pl.read_csv(tmp_path / "data" / "demo-images" / "labels.csv").group_by("time", maintain_order=True).head(4)
+    labels = pl.read_csv(catalog.demo_images / "labels.csv").group_by("time", maintain_order=True).head(4)
     labels.select("file", "time").write_csv(tmp_path / "teach.csv")
-    taught = cli.invoke(["teach", record["id"], str(tmp_path / "teach.csv")])
+    taught = cli.invoke(["teach", record.id, str(tmp_path / "teach.csv")])
     assert taught.exit_code == 0, taught.output
-    base = record["meta_model"]
+    base = record.meta_model
     assert base.startswith("efficientnet-lite0-heads-")  # the CNN is the default model
     assert f"re-tagged as {base}+probe-v1" in taught.output
-    assert json.loads(record_file.read_text())["meta_model"] == f"{base}+probe-v1"
+    assert store.load_record().meta_model == f"{base}+probe-v1"
 
-    sampled = cli.invoke(["sample", record["id"], "--fraction", "0.4", "--save"])
+    sampled = cli.invoke(["sample", record.id, "--fraction", "0.4", "--save"])
     assert sampled.exit_code == 0, sampled.output
     assert "sample at 40%: 29 of 72 images" in sampled.output and "saved as dataset" in sampled.output
 
     again = cli.invoke(["demo"])  # a second run reuses the Completed demo dataset
-    assert again.exit_code == 0 and len(list((tmp_path / "data" / "datasets").iterdir())) == 2  # demo + saved sample
+    assert again.exit_code == 0 and len(catalog.dataset_ids()) == 2  # demo + saved sample
 
 
 def test_curate_too_few_images_is_a_clear_error(cli, tmp_path):

@@ -6,13 +6,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import polars as pl
-import pytest
-
 from curation import Curation, LocalStorageConfig
-from curation.ids import image_id_for
-from curation.paths import dataset_paths, datasets_dir
-from curation.shard_jobs import read_jobs
+from curation.dataset.catalog import Catalog, Table
+from curation.inference.shard_jobs import read_jobs
+from curation.ingest.ids import image_id_for
 from tests.images import write_images
 
 COUNT = 40
@@ -50,28 +47,34 @@ def test_two_curations_of_one_folder_at_once(tmp_path, settings, monkeypatch):
     assert not any(cwd.iterdir()), f"a run wrote outside its data root: {list(cwd.rglob('*'))}"
 
     root = Path(embedded.data_root)
-    assert sorted(p.name for p in datasets_dir(root).iterdir()) == sorted(ids.values())
+    catalog = Catalog(root)
+    assert sorted(catalog.dataset_ids()) == sorted(ids.values())
+    assert sorted(r.id for r in catalog.records(include_staging=True)) == sorted(ids.values())
     cr = Curation(settings=embedded)
     expected_ids = {image_id_for(n) for n in names}
+    thumbnails: set[Path] = set()
     for dataset_id in ids.values():
         record = cr.get_dataset(dataset_id)
         assert record.status.value == "Completed", record.failure_reason
         assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (COUNT, COUNT, 0)
-        paths = dataset_paths(root, dataset_id)
-        files = pl.read_parquet(paths.files)
+        store = catalog.dataset(dataset_id)
+        files = store.frame(Table.FILES)
         assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
-        assert set(pl.read_parquet(paths.metadata)["image_id"]) == expected_ids
-        assert set(pl.read_parquet(paths.embeddings)["image_id"]) == expected_ids
-        assert pl.read_parquet(paths.analytics).height == COUNT
-        assert pl.read_parquet(paths.sampling).height == COUNT
-        # Thumbnails: each dataset's own, under its own folder, exactly one per image.
-        own = {(root / t).resolve() for t in files["thumbnail"]}
-        assert all(p.is_relative_to(paths.thumbnails.resolve()) and p.is_file() for p in own)
-        on_disk = {p.resolve() for p in paths.thumbnails.rglob("*") if p.is_file()}
-        assert on_disk == own
-        assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 3  # 40 images in shards of 16
+        assert set(store.frame(Table.METADATA)["image_id"]) == expected_ids
+        assert set(store.frame(Table.EMBEDDINGS)["image_id"]) == expected_ids
+        assert store.frame(Table.ANALYTICS).height == COUNT
+        assert store.frame(Table.SAMPLING).height == COUNT
+        # Thumbnails: each dataset's own, where its store puts them, exactly one per image.
+        for image_id, thumbnail in files.select("image_id", "thumbnail").iter_rows():
+            assert thumbnail == store.relative(store.thumbnail_path(image_id)), (dataset_id, thumbnail)
+        own = {catalog.resolve(t) for t in files["thumbnail"]}
+        assert len(own) == COUNT and all(p.is_file() for p in own)
+        thumbnails |= own
+        assert len(store.files_shards()) == 3  # 40 images in shards of 16
         export = cr.export_dataset(dataset_id)
         assert export["dataset"]["id"] == dataset_id and len(export["images"]) == COUNT
+    # No other thumbnail under the data root: the two datasets' own, 2 x COUNT files.
+    assert {p.resolve() for p in root.rglob("*.jpg")} == thumbnails and len(thumbnails) == 2 * COUNT
     # Distinct jobs on the service, none shared by idempotency: 3 shard jobs per dataset.
-    jobs = [{j.job_id for j in read_jobs(dataset_paths(root, ids[n]))} for n in (1, 2)]
+    jobs = [{j.job_id for j in read_jobs(catalog.dataset(ids[n]))} for n in (1, 2)]
     assert len(jobs[0]) == len(jobs[1]) == 3 and not jobs[0] & jobs[1]

@@ -12,7 +12,8 @@ import pytest
 from prefect.blocks.system import Secret
 
 from curation import Curation
-from curation.storage import AzureStorageConfig
+from curation.dataset.catalog import Catalog
+from curation.ingest.storage import AzureStorageConfig
 from tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.helpers import new_container, upload_images
@@ -55,8 +56,8 @@ def test_curate_from_azurite_with_credentials_only_in_blocks(azurite, settings, 
     assert record.status.value == "Completed" and record.counts.processed == 31, record
     assert record.storage["account_name"] == azurite.account_name  # taken from the block
     # A later run (track re-signing a lost shard, resume) rebuilds the storage from the record: same block, by name.
-    from curation.pipeline import storage_of
-    from curation.storage import open_storage
+    from curation.ingest.steps import storage_of
+    from curation.ingest.storage import open_storage
     from tasks.curation_tasks import resolve_credentials
 
     rebuilt = resolve_credentials(storage_of(record))
@@ -64,12 +65,15 @@ def test_curate_from_azurite_with_credentials_only_in_blocks(azurite, settings, 
     assert len(list(open_storage(rebuilt, block_settings).list_blobs())) == 31
 
     needles = [azurite.account_key, SERVICE_KEY]
+    stored = Catalog(settings.data_root).dataset(dataset_id).load_record().model_dump_json()
+    under_root = [(p, p.read_bytes()) for p in settings.data_root.rglob("*") if p.is_file()]
     runs = flow_runs_parameters("curate-dataset") + flow_runs_parameters("track-curation")
     parameters = json.dumps(runs, default=str)
     assert f"azurite-{suffix}" in parameters  # the block's name is a parameter, its value is not
     for needle in needles:
         assert needle not in parameters
-        assert needle not in (settings.data_root / "datasets" / dataset_id / "dataset.json").read_text()
+        assert needle not in stored  # the record
+        assert not [p for p, data in under_root if needle.encode() in data]  # nor any file of the data root
     # Prefect keeps block documents encrypted: the database file never holds the secret in clear.
     db = prefect_database()
     for path in [p for p in db.parent.iterdir() if p.name.startswith(db.name)]:

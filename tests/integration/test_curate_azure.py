@@ -11,11 +11,10 @@ import polars as pl
 import pytest
 
 from curation import Curation, DatasetTooSmall
-from curation.paths import dataset_paths, datasets_dir
-from curation.storage import open_storage
+from curation.dataset.catalog import Catalog, Table
+from curation.ingest.storage import open_storage
 from tests.images import jpeg_bytes
-from tests.integration.helpers import azure_config, new_container, upload_images
-
+from tests.integration.helpers import azure_config, leftovers, new_container, upload_images
 
 SAS_SIGNATURE = re.compile(rb"sig=[A-Za-z0-9%+/=]{20,}")
 
@@ -52,10 +51,11 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     assert record.meta_model.startswith("efficientnet-lite0-heads-")  # the default model
     assert record.embedding_model == "efficientnet-lite0-pca256"
 
-    paths = dataset_paths(settings.data_root, dataset_id)
-    files = pl.read_parquet(paths.files)
-    metadata = pl.read_parquet(paths.metadata)
-    embeddings = pl.read_parquet(paths.embeddings)
+    catalog = Catalog(settings.data_root)
+    store = catalog.dataset(dataset_id)
+    files = store.frame(Table.FILES)
+    metadata = store.frame(Table.METADATA)
+    embeddings = store.frame(Table.EMBEDDINGS)
     assert sorted(files["blob_name"]) == sorted([*names, "drive/corrupt.jpg", "drive/copy_of_img_0001.jpg"])
     assert metadata.height == 35 and embeddings.height == 34
     corrupt = files.filter(pl.col("blob_name") == "drive/corrupt.jpg").join(metadata, on="image_id")
@@ -64,14 +64,14 @@ def test_curate_container_end_to_end(azurite, settings, captured_logs, capfd):
     good = files.filter(pl.col("error").is_null())
     assert good.height == 34 and set(good["width"]) == {160} and set(good["height"]) == {120}
     assert set(good["format"]) == {"jpeg", "png"}
-    assert all((settings.data_root / t).is_file() for t in good["thumbnail"])
+    assert all(catalog.resolve(t).is_file() for t in good["thumbnail"])
 
     # Analytics and sampling follow the results: the planted copy is an exact duplicate of its original.
-    analytics = pl.read_parquet(paths.analytics).join(files.select("image_id", "blob_name"), on="image_id")
+    analytics = store.frame(Table.ANALYTICS).join(files.select("image_id", "blob_name"), on="image_id")
     assert analytics.height == 35
     pair = analytics.filter(pl.col("blob_name").is_in(["drive/img_0001.jpg", "drive/copy_of_img_0001.jpg"]))
     assert pair["duplicate_kind"].to_list() == ["exact", "exact"] and pair["duplicate_group"].n_unique() == 1
-    sampling = pl.read_parquet(paths.sampling)
+    sampling = store.frame(Table.SAMPLING)
     assert sorted(sampling["keep_rank"]) == list(range(34))  # every processed image, once
 
     # The secrets appear nowhere: data root, logs, console, Prefect's database.
@@ -102,7 +102,7 @@ def test_connection_string_and_container_sas_work_too(azurite, settings):
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
     from pydantic import SecretStr
 
-    from curation.storage import AzureStorageConfig
+    from curation.ingest.storage import AzureStorageConfig
 
     container = new_container(azurite)
     upload_images(container, 2)
@@ -128,4 +128,4 @@ def test_thirty_images_are_refused_and_no_dataset_is_created(azurite, settings):
     with pytest.raises(DatasetTooSmall) as info:
         Curation(settings=settings).curate_dataset("too small", azure_config(azurite, container))
     assert "got 30" in str(info.value) and "31 blobs found, 30 accepted" in str(info.value)
-    assert not datasets_dir(settings.data_root).exists() or not any(datasets_dir(settings.data_root).iterdir())
+    assert leftovers(settings.data_root) == []

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from curation import Curation, LocalStorageConfig
-from curation.ids import image_id_for
-from curation.paths import dataset_paths
+from curation.dataset.catalog import Catalog, Table
+from curation.ingest.ids import image_id_for
 from curation.settings import Settings
 from flows.runners import task_runner_for
 from tests.images import write_images
@@ -39,13 +38,14 @@ def test_curate_dataset_shards_run_on_both_dask_workers(tmp_path: Path, cluster)
     record = cr.get_dataset(dataset_id)
     assert record.status.value == "Completed", record.failure_reason
     assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (35, 35, 0)
-    paths = dataset_paths(settings.data_root, dataset_id)
-    files = pl.read_parquet(paths.files)
+    catalog = Catalog(settings.data_root)
+    store = catalog.dataset(dataset_id)
+    files = store.frame(Table.FILES)
     assert sorted(files["image_id"]) == sorted(image_id_for(n) for n in names)  # every image accounted for
     assert files["error"].null_count() == 35 and files["width"].null_count() == 0
-    assert all((settings.data_root / t).exists() for t in files["thumbnail"])
-    assert len(list(paths.work.glob("thumbnails-*.parquet"))) == 5  # 35 images in shards of 8
-    assert pl.read_parquet(paths.metadata).height == 35 and pl.read_parquet(paths.embeddings).height == 35
+    assert all(catalog.resolve(t).exists() for t in files["thumbnail"])
+    assert len(store.files_shards()) == 5  # 35 images in shards of 8
+    assert store.frame(Table.METADATA).height == 35 and store.frame(Table.EMBEDDINGS).height == 35
 
     # Evidence from the scheduler itself: which worker ran each shard task, in processes other than this one.
     shard_runs = [t for t in stream.data if "store_shard" in str(t["key"])]
@@ -59,7 +59,7 @@ def test_task_runner_for_the_settings():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    threads = task_runner_for(Settings(thumbnail_workers=3))
+    threads = task_runner_for(Settings(task_workers=3))
     assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
     remote = task_runner_for(Settings(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://127.0.0.1:8786"

@@ -4,12 +4,12 @@ the dataset in the registry, and the downstream deployment started by its curati
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from curation import registry
+from curation.dataset.catalog import Catalog
 from curation.demo import generate_demo_images
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.helpers import new_container
@@ -114,7 +114,7 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
     for name in ("curate-dataset", "track-curation", "sample-dataset", "summarise-dataset"):
         assert f"{name}/{name}" in deployed.stdout
 
-    # Credentials live in blocks on the server, created as the README says: register, then save from Python.
+    # Credentials live in blocks on the server, created as docs/prefect.md says: register, then save from Python.
     registered = run("block", "register", "-m", "tasks.blocks")
     assert registered.returncode == 0 and "Curation Azure Credentials" in registered.stdout, registered.stdout
     secrets = {"AZ_KEY": azurite.account_key, "API_KEY": SERVICE_KEY}
@@ -156,7 +156,7 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
         assert flow_run["state"]["type"] == "COMPLETED", f"{flow_run['state']}\n{worker_log.read_text()[-3000:]}"
 
         # The downstream deployment: a run created by the server's automation from the event, with the dataset id.
-        [record] = registry.list_records(data_root)
+        [record] = Catalog(data_root).records()
         downstream: list[dict] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any(r["state"]["type"] in FINAL for r in downstream):

@@ -22,14 +22,14 @@ import pytest
 from pydantic import SecretStr
 
 from curation import Curation, LocalStorageConfig
-from curation.ids import image_id_for
-from curation.paths import dataset_paths, datasets_dir
-from curation.registry import DatasetRecord
+from curation.dataset.catalog import DatasetStore, Table
+from curation.dataset.registry import DatasetRecord
+from curation.ingest.ids import image_id_for
 from curation.settings import Settings
 from tests.images import write_images
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.fault_front import serve
-from tests.integration.helpers import azure_config, new_container, upload_images
+from tests.integration.helpers import azure_config, leftovers, new_container, upload_images
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,8 @@ SIG = re.compile(r"sig=(?!REDACTED)[^&\s'\"]+", re.IGNORECASE)  # a signature va
 
 def assert_results_account_for(settings: Settings, record: DatasetRecord, names: list[str]) -> pl.DataFrame:
     """files/metadata/embeddings Parquet hold exactly the accepted images, once each; errors carry reasons."""
-    paths = dataset_paths(settings.data_root, record.id)
-    files = pl.read_parquet(paths.files)
+    store = DatasetStore(settings.data_root, record.id)
+    files = store.frame(Table.FILES)
     expected = {image_id_for(n): n for n in names}
     assert record.counts.accepted == len(names) == files.height
     assert files["image_id"].n_unique() == files.height, "duplicate image_id rows in files.parquet"
@@ -53,9 +53,9 @@ def assert_results_account_for(settings: Settings, record: DatasetRecord, names:
     assert all(isinstance(e, str) and len(e.strip()) > 5 for e in errors["error"]), errors["error"].to_list()
     assert errors.height == record.counts.failed
     assert record.counts.processed + record.counts.failed == len(names)
-    metadata = pl.read_parquet(paths.metadata)
+    metadata = store.frame(Table.METADATA)
     assert metadata.height == len(names) and set(metadata["image_id"]) == set(expected)
-    embeddings = pl.read_parquet(paths.embeddings)
+    embeddings = store.frame(Table.EMBEDDINGS)
     ok_ids = set(files.filter(pl.col("error").is_null())["image_id"])
     assert embeddings["image_id"].n_unique() == embeddings.height and set(embeddings["image_id"]) == ok_ids
     return files
@@ -64,14 +64,14 @@ def assert_results_account_for(settings: Settings, record: DatasetRecord, names:
 def assert_registered_once(settings: Settings, record: DatasetRecord, names: list[str]) -> None:
     """A dataset that Failed before results: its listing holds each image exactly once, the shards it stored hold
     each of their images once, and no partial results were written."""
-    paths = dataset_paths(settings.data_root, record.id)
-    listing = pq.read_table(paths.listing).to_pydict()["name"]
+    store = DatasetStore(settings.data_root, record.id)
+    listing = store.read(Table.LISTING).to_pydict()["name"]
     assert sorted(listing) == sorted(names) and record.counts.accepted == len(names)
-    stored = [pl.read_parquet(p) for p in sorted(paths.work.glob("thumbnails-*.parquet"))]
+    stored = [pl.from_arrow(t) for t in store.iter_files_shards()]
     if stored:
         shards = pl.concat(stored)
         assert shards["image_id"].n_unique() == shards.height and set(shards["blob_name"]) <= set(names)
-    assert not paths.files.exists() and not paths.metadata.exists() and not paths.embeddings.exists()
+    assert not store.has(Table.FILES) and not store.has(Table.METADATA) and not store.has(Table.EMBEDDINGS)
 
 
 def remote_settings(settings: Settings, url: str, **changes) -> Settings:
@@ -176,8 +176,8 @@ def closed_port() -> int:
 
 
 def test_storage_down_at_start_is_a_clear_error_and_leaves_no_dataset(settings, monkeypatch):
-    from curation import storage
-    from curation.storage import AzureStorageConfig, StorageError
+    from curation.ingest import storage
+    from curation.ingest.storage import AzureStorageConfig, StorageError
     from tests.azurite import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
     # The SDK's default retries take ~85 s against a closed port; a short policy keeps the test quick.
@@ -200,20 +200,21 @@ def test_storage_down_at_start_is_a_clear_error_and_leaves_no_dataset(settings, 
     message = str(raised.value)
     assert "cannot list container 'drives'" in message and f"127.0.0.1', port={port}" in message, message
     assert "Connection refused" in message and DEV_ACCOUNT_KEY not in message
-    assert not datasets_dir(settings.data_root).exists() or not any(datasets_dir(settings.data_root).iterdir())
+    assert leftovers(settings.data_root) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 4. SIGKILL while a Parquet file is written.
 
 KILL_ROWS = 1_000_000
-READER_PATTERNS = ["*.parquet", "thumbnails-*.parquet", "files.parquet", "dataset.json", "*.json"]
+READER_PATTERNS = ["*.parquet", "files-*.parquet", "files.parquet", "dataset.json", "*.json"]
 
 
 def test_sigkill_while_writing_parquet_never_leaves_a_partial_file(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    target = work / "thumbnails-00000.parquet"
+    store = DatasetStore(tmp_path, "6b07853ea0d81f32342580f4")
+    target = store.files_shard_path(0)
+    work = target.parent
+    work.mkdir(parents=True)
     rng = random.Random(20261126)
     completed_before_kill = 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -247,7 +248,7 @@ def test_sigkill_while_writing_parquet_never_leaves_a_partial_file(tmp_path):
     for name in leftovers:
         assert name.startswith(".") and name.endswith(".tmp"), name
         assert not any(fnmatch.fnmatch(name, pattern) for pattern in READER_PATTERNS), name
-    assert sorted(p.name for p in work.glob("thumbnails-*.parquet")) == [target.name]  # what the readers glob
+    assert store.files_shards() == [target]  # what the readers list
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,8 +282,8 @@ def test_service_fetch_logs_carry_no_sas_signature(azurite, service, captured_lo
     """httpx logs each request's full URL at INFO: the service's fetches must not put SAS signatures in logs."""
     from datetime import UTC, datetime, timedelta
 
-    from curation.client import InferenceClient
-    from curation.storage import open_storage
+    from curation.inference.client import InferenceClient
+    from curation.ingest.storage import open_storage
 
     container = new_container(azurite)
     upload_images(container, 2)

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 from pydantic import SecretStr
 
-from curation import Curation, LocalStorageConfig, registry
-from curation.ids import image_id_for
-from curation.paths import dataset_paths
-from curation.service.server import start_in_thread
+from curation import Curation, LocalStorageConfig
+from curation.dataset import versions
+from curation.dataset.catalog import Catalog, Document, Table
+from curation.inference.service.server import start_in_thread
+from curation.ingest.ids import image_id_for
 from curation.settings import Settings
-from curation import versions
 from tests.images import jpeg_bytes, write_images
 from tests.integration.helpers import azure_config, new_container, upload_images
 
 
-def _snapshot(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+def _snapshot(root: Path) -> dict[str, int]:
+    """Every file and folder under the data root with its mtime, but the catalog's root-level files (the usage
+    ledger the embedded service keeps, the demo images)."""
+    catalog = Catalog(root)
+    kept = (catalog.usage_file, catalog.demo_images)
+    return {
+        str(p.relative_to(catalog.root)): p.stat().st_mtime_ns
+        for p in sorted(catalog.root.rglob("*"))
+        if not any(p.is_relative_to(k) for k in kept)
+    }
 
 
 def _flow_run_name(flow_run_id: str) -> str:
@@ -39,16 +46,17 @@ def _flow_run_name(flow_run_id: str) -> str:
 
 def _assert_whole(root: Path, dataset_id: str, images: int) -> pl.DataFrame:
     """Every table has one row per image (no doubles), and the shards feeding analytics hold each image once."""
-    paths = dataset_paths(root, dataset_id)
-    files = pl.read_parquet(paths.files)
+    catalog = Catalog(root)
+    store = catalog.dataset(dataset_id)
+    files = store.frame(Table.FILES)
     assert files.height == images and files["image_id"].n_unique() == images
-    for table in (paths.metadata, paths.analytics, paths.sampling, paths.embeddings):
-        frame = pl.read_parquet(table)
-        assert frame.height == images and set(frame["image_id"]) == set(files["image_id"]), table.name
-    shards = pl.concat([pl.read_parquet(p, columns=["image_id"]) for p in paths.work.glob("thumbnails-*.parquet")])
+    for table in (Table.METADATA, Table.ANALYTICS, Table.SAMPLING, Table.EMBEDDINGS):
+        frame = store.frame(table)
+        assert frame.height == images and set(frame["image_id"]) == set(files["image_id"]), table
+    shards = pl.concat([pl.from_arrow(t) for t in store.iter_files_shards(columns=["image_id"])])
     assert shards.height == images and shards["image_id"].n_unique() == images
-    assert all((root / t).exists() for t in files["thumbnail"].drop_nulls())
-    assert [r.id for r in registry.list_records(root, include_staging=True)] == [dataset_id]  # staging erased
+    assert all(catalog.resolve(t).exists() for t in files["thumbnail"].drop_nulls())
+    assert [r.id for r in catalog.records(include_staging=True)] == [dataset_id]  # staging erased
     return files
 
 
@@ -77,23 +85,23 @@ def test_versions_lineage_and_idempotent_rerun(tmp_path, cr):
     row = files.filter(pl.col("blob_name") == "img_0003.jpg").row(0, named=True)
     assert row["content_hash"] == hashlib.sha256(changed).hexdigest() and row["error"] is None
 
-    paths = dataset_paths(root, dataset_id)
-    lineage = versions.read_lineage(paths)
+    store = Catalog(root).dataset(dataset_id)
+    lineage = versions.read_lineage(store)
     v2 = lineage.filter(pl.col("version") == 2)
     assert sorted(v2["blob_name"]) == ["img_0003.jpg", *[f"img_{i:04d}.jpg" for i in range(35, 40)]]
     assert set(v2["flow_run_id"]) == {second["flow_run_id"]} != {first["flow_run_id"]}
     assert _flow_run_name(second["flow_run_id"]) == "curate-new-blobs"  # lineage names a real Prefect flow run
-    manifest = json.loads(paths.versions.read_text())
+    manifest = store.read_json(Document.VERSIONS)
     assert [(v["version"], v["added"], v["changed"]) for v in manifest] == [(1, 35, 0), (2, 5, 1)]
     record = cr.get_dataset(dataset_id)
     assert (record.version, record.counts.accepted, record.counts.processed) == (2, 40, 40)
-    assert not (root / paths.thumbnail(image_id_for("img_0003.jpg"))).exists()  # v1's thumbnail of the changed image
+    assert not store.thumbnail_path(image_id_for("img_0003.jpg")).exists()  # v1's thumbnail of the changed image
 
-    before = _snapshot(paths.dir)
+    before = _snapshot(root)
     third = cr.curate_new_blobs(config)
     assert (third["version"], third["added"], third["changed"]) == (None, 0, 0)
-    assert _snapshot(paths.dir) == before  # nothing written, not even touched
-    assert [r.id for r in registry.list_records(root, include_staging=True)] == [dataset_id]
+    assert _snapshot(root) == before  # nothing written, not even touched
+    assert [r.id for r in Catalog(root).records(include_staging=True)] == [dataset_id]
 
     from typer.testing import CliRunner
 
@@ -103,7 +111,7 @@ def test_versions_lineage_and_idempotent_rerun(tmp_path, cr):
     with use_settings(cr.settings):
         result = CliRunner().invoke(app, ["curate-new", "--local", str(folder)])
     assert result.exit_code == 0 and f"dataset {dataset_id}: nothing new" in result.output
-    assert _snapshot(paths.dir) == before
+    assert _snapshot(root) == before
 
 
 def test_crash_before_commit_then_rerun_picks_up_exactly_the_missing(tmp_path, cr, monkeypatch):
@@ -122,15 +130,15 @@ def test_crash_before_commit_then_rerun_picks_up_exactly_the_missing(tmp_path, c
     monkeypatch.setattr(versions, "publish_version", publish_then_die)
     with pytest.raises(RuntimeError, match="died before the commit"):
         cr.curate_new_blobs(config)
-    paths = dataset_paths(cr.settings.data_root, dataset_id)
-    assert versions.current_version(paths) == 1 and cr.get_dataset(dataset_id).version == 1
+    store = Catalog(cr.settings.data_root).dataset(dataset_id)
+    assert versions.current_version(store) == 1 and cr.get_dataset(dataset_id).version == 1
 
     monkeypatch.setattr(versions, "publish_version", real_publish)
     retried = cr.curate_new_blobs(config)
     assert (retried["version"], retried["added"], retried["changed"], retried["images"]) == (2, 4, 0, 37)
     _assert_whole(cr.settings.data_root, dataset_id, 37)
-    assert versions.read_lineage(paths).height == 37
-    assert [v["version"] for v in versions.read_versions(paths)] == [1, 2]
+    assert versions.read_lineage(store).height == 37
+    assert [v["version"] for v in versions.read_versions(store)] == [1, 2]
 
 
 def test_service_stopped_mid_run_then_next_run_adds_the_delta(tmp_path, settings, monkeypatch):
@@ -144,8 +152,11 @@ def test_service_stopped_mid_run_then_next_run_adds_the_delta(tmp_path, settings
     config = LocalStorageConfig(path=folder)
     dataset_id = cr.curate_new_blobs(config)["dataset_id"]
     write_images(folder, 3, start=31)
-    paths = dataset_paths(fast.data_root, dataset_id)
-    before = {p: p.stat().st_mtime_ns for p in (paths.files, paths.embeddings, paths.lineage, paths.versions)}
+    catalog = Catalog(fast.data_root)
+    store = catalog.dataset(dataset_id)
+    tables = [store.table_path(t) for t in (Table.FILES, Table.EMBEDDINGS, Table.LINEAGE)]
+    before = {p: p.stat().st_mtime_ns for p in tables}
+    manifest = store.read_json(Document.VERSIONS)
 
     real_register = versions.register_staging
 
@@ -159,7 +170,8 @@ def test_service_stopped_mid_run_then_next_run_adds_the_delta(tmp_path, settings
         cr.curate_new_blobs(config)
     assert key.get_secret_value() not in str(failed.value)
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert [r.id for r in registry.list_records(fast.data_root, include_staging=True)] == [dataset_id]
+    assert store.read_json(Document.VERSIONS) == manifest
+    assert [r.id for r in catalog.records(include_staging=True)] == [dataset_id]
 
     monkeypatch.setattr(versions, "register_staging", real_register)
     restarted = start_in_thread(Settings(allow_file_urls=True, allow_private_hosts=True, service_workers=1), key)
@@ -178,8 +190,7 @@ def test_azure_etag_detects_a_blob_overwritten_with_the_same_size(azurite, setti
     config = azure_config(azurite, container)
     cr = Curation(settings=settings)
     dataset_id = cr.curate_new_blobs(config)["dataset_id"]
-    paths = dataset_paths(settings.data_root, dataset_id)
-    etag = versions.read_lineage(paths).filter(pl.col("blob_name") == "img_0001.jpg")["etag"][0]
+    etag = versions.read_lineage(Catalog(settings.data_root).dataset(dataset_id)).filter(pl.col("blob_name") == "img_0001.jpg")["etag"][0]
     assert etag and etag == container.get_blob_client("img_0001.jpg").get_blob_properties().etag.strip('"')
 
     same = container.download_blob("img_0001.jpg").readall()
@@ -198,15 +209,15 @@ def test_a_dataset_from_curate_dataset_is_adopted_as_version_1_not_redone(tmp_pa
     config = LocalStorageConfig(path=folder)
     root = cr.settings.data_root
     dataset_id = cr.curate_dataset("drives", config, wait=True)
-    paths = dataset_paths(root, dataset_id)
+    store = Catalog(root).dataset(dataset_id)
 
     first = cr.curate_new_blobs(config)
     assert (first["dataset_id"], first["version"], first["added"], first["changed"]) == (dataset_id, None, 0, 0)
-    lineage = versions.read_lineage(paths)
+    lineage = versions.read_lineage(store)
     assert lineage.height == 33 and set(lineage["version"]) == {1}
     (run_id,) = set(lineage["flow_run_id"])
     assert _flow_run_name(run_id) == "curate-dataset"  # which run added the images: the original curation
-    assert [v["adopted"] for v in versions.read_versions(paths)] == [True]
+    assert [v["adopted"] for v in versions.read_versions(store)] == [True]
 
     write_images(folder, 2, start=33)
     second = cr.curate_new_blobs(config)

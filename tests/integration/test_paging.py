@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import UTC, datetime, timedelta
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from PIL import Image
 
-
-import polars as pl
-
 from curation import Curation
-from curation.paths import dataset_paths
-from curation.pipeline import list_and_validate
-from curation.storage import open_storage
+from curation.dataset.catalog import DatasetStore, Table
+from curation.ingest.steps import list_and_validate
+from curation.ingest.storage import open_storage
 from tests.integration.helpers import azure_config, new_container
 
 COUNT = 5_001  # one over the 5,000-blob page size (10,000 is too slow to upload to Azurite here)
@@ -78,7 +75,7 @@ def test_more_than_a_page_of_blobs_is_listed_and_validated(azurite, settings):
     assert {b.name for b in listed} == set(names) | {"drive/readme.txt", "drive/empty.jpg"}
     assert all(b.size > 0 for b in listed if b.name.endswith(".jpg") and b.name != "drive/empty.jpg")
 
-    report = list_and_validate(config, settings)
+    report = list_and_validate(open_storage(config, settings), settings.min_images)
     assert report.found == COUNT + 2
     assert len(report.accepted) == COUNT
     assert report.rejected == {"unsupported extension '.txt'": 1, "empty (0 bytes)": 1}
@@ -94,7 +91,7 @@ def test_more_than_a_page_of_blobs_is_listed_and_validated(azurite, settings):
     dataset_id = cr.curate_dataset("paged", config, wait=True)
     record = cr.get_dataset(dataset_id)
     assert record.status.value == "Completed" and record.counts.accepted == COUNT
-    files = pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files)
+    files = DatasetStore(settings.data_root, dataset_id).frame(Table.FILES)
     assert files.height == COUNT and files["image_id"].n_unique() == COUNT
     assert sorted(files["blob_name"]) == sorted(names)
     assert record.counts.processed + record.counts.failed == COUNT

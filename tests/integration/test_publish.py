@@ -16,8 +16,8 @@ from polars.testing import assert_frame_equal
 from pydantic import SecretStr
 
 from curation import Curation, LocalStorageConfig
-from curation.paths import dataset_paths
-from curation.publish import PublishError, display_url
+from curation.dataset.catalog import DatasetStore, Table
+from curation.dataset.publish import PublishError, display_url
 from curation.settings import Settings
 from tests.images import write_images
 from tests.integration.helpers import new_container
@@ -46,7 +46,7 @@ def curated(tmp_path_factory, azurite):
 
 
 def local_frame(cr: Curation, dataset_id: str, name: str) -> pl.DataFrame:
-    return pl.read_parquet(dataset_paths(cr.settings.data_root, dataset_id).dir / f"{name}.parquet")
+    return DatasetStore(cr.settings.data_root, dataset_id).frame(Table(name))
 
 
 def test_curation_publishes_to_azurite_and_duckdb_and_polars_read_it_back(curated, azurite):
@@ -151,7 +151,7 @@ def test_failed_publish_fails_the_curation_with_the_reason(tmp_path, azurite):
     assert record.status.value == "Failed"
     assert record.failure_reason.startswith(f"could not publish dataset {dataset_id} to abfs://refused/exports/")
     assert WRONG_KEY not in record.failure_reason
-    assert pl.read_parquet(dataset_paths(settings.data_root, dataset_id).files).height == 31  # whole locally
+    assert DatasetStore(settings.data_root, dataset_id).frame(Table.FILES).height == 31  # whole locally
 
 
 def test_publishing_logs_no_credential(curated, azurite, captured_logs):

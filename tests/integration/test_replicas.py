@@ -16,21 +16,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import polars as pl
 import pytest
 from PIL import Image
 from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from curation import Curation, LocalStorageConfig, registry
-from curation.client import InferenceClient, public_url
-from curation.models.cpu import CpuModel
-from curation.paths import dataset_paths
-from curation.service.app import create_app
-from curation.service.server import serve_in_thread
+from curation import Curation, LocalStorageConfig
+from curation.dataset.catalog import Catalog, Table
+from curation.inference.client import InferenceClient
+from curation.inference.models.cpu import CpuModel
+from curation.inference.replicas import public_url
+from curation.inference.service.app import create_app
+from curation.inference.service.server import serve_in_thread
+from curation.inference.shard_jobs import SubmittedShard, read_jobs
 from curation.settings import Settings, use_settings
-from curation.shard_jobs import SubmittedShard, read_jobs
 from tests.images import write_images
 
 pytestmark = pytest.mark.integration
@@ -93,8 +93,8 @@ def test_two_replicas_one_killed_mid_run(tmp_path, settings):
     try:
         on_b: list[str] = []
         for _ in range(3000):  # kill B as soon as it holds a shard job, and check it really does
-            records = registry.list_records(run.data_root)
-            jobs = read_jobs(dataset_paths(run.data_root, records[0].id)) if records else []
+            records = Catalog(run.data_root).records()
+            jobs = read_jobs(Catalog(run.data_root).dataset(records[0].id)) if records else []
             on_b = [j.job_id for j in jobs if j.replica == public_url(urls[1])]
             if on_b:
                 break
@@ -117,14 +117,14 @@ def test_two_replicas_one_killed_mid_run(tmp_path, settings):
     record = cr.get_dataset(outcome["id"])
     assert record.status.value == "Completed", record.failure_reason
     assert (record.counts.accepted, record.counts.processed, record.counts.failed) == (COUNT, COUNT, 0)
-    paths = dataset_paths(run.data_root, record.id)
-    files = pl.read_parquet(paths.files)
+    store = Catalog(run.data_root).dataset(record.id)
+    files = store.frame(Table.FILES)
     assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
-    embeddings = pl.read_parquet(paths.embeddings)
+    embeddings = store.frame(Table.EMBEDDINGS)
     assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
 
     # Round-robin: even shards went to A and stayed there; B only ever held odd shards, all moved to A.
-    jobs = read_jobs(paths)
+    jobs = read_jobs(store)
     assert [j.shard for j in jobs] == list(range(COUNT // SHARD)) and sum(j.count for j in jobs) == COUNT
     assert all(j.replica == public_url(urls[0]) and j.status == "Completed" for j in jobs)
     moved = [j for j in jobs if j.history]
@@ -177,7 +177,7 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
     runner.start()
     try:
         for _ in range(3000):  # the first attempt fails at shard 2's submission and marks the dataset Failed
-            records = registry.list_records(run.data_root)
+            records = Catalog(run.data_root).records()
             if records and records[0].status.value == "Failed":
                 break
             time.sleep(0.02)
@@ -189,9 +189,9 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
     state = result["state"]
     assert state.is_completed(), state.message
 
-    [record] = registry.list_records(run.data_root)  # the retry kept the dataset its first attempt registered
+    [record] = Catalog(run.data_root).records()  # the retry kept the dataset its first attempt registered
     assert record.status.value == "Completed" and record.counts.processed == COUNT, record.failure_reason
-    files = pl.read_parquet(dataset_paths(run.data_root, record.id).files)
+    files = Catalog(run.data_root).dataset(record.id).frame(Table.FILES)
     assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
 
     with get_client(sync_client=True) as client:
@@ -238,9 +238,10 @@ def test_a_replica_down_from_the_start_costs_one_budget_and_the_other_takes_ever
         running.stop()
     record = cr.get_dataset(dataset_id)
     assert record.status.value == "Completed" and record.counts.processed == COUNT, record.failure_reason
-    files = pl.read_parquet(dataset_paths(run.data_root, dataset_id).files)
+    store = Catalog(run.data_root).dataset(dataset_id)
+    files = store.frame(Table.FILES)
     assert sorted(files["blob_name"]) == sorted(names) and files["error"].null_count() == COUNT
-    jobs = read_jobs(dataset_paths(run.data_root, dataset_id))
+    jobs = read_jobs(store)
     assert len(jobs) == COUNT // SHARD and all(j.replica == running.url and not j.history for j in jobs)
     # Found down by check-service and by shard 0's submission; the later shards skipped it without waiting.
     print(f"one replica down from the start: {COUNT} images in {elapsed:.1f}s")

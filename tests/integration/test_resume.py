@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-import polars as pl
 import pytest
 
-from curation import Curation, LocalStorageConfig, pipeline
-from curation.paths import dataset_paths
-from curation.settings import use_settings
+from curation import Curation, LocalStorageConfig
+from curation.dataset.catalog import Catalog, Table
+from curation.inference.replicas import Replicas
+from curation.inference.shards import check_job, store_shard_results
 from tests.images import write_images
 
 
@@ -18,15 +18,15 @@ def test_stale_dataset_is_marked_failed_and_resumed(tmp_path, settings):
     config = LocalStorageConfig(path=tmp_path / "images")
     cr = Curation(settings=settings.model_copy(update={"service_url": None, "api_key": None}))
     dataset_id = cr.curate_dataset("interrupted", config, wait=False)  # as if the process died while tracking
-    paths = dataset_paths(settings.data_root, dataset_id)
-    with use_settings(cr.settings):
+    store = Catalog(settings.data_root).dataset(dataset_id)
+    with Replicas(cr.service_settings()) as replicas:
         for _ in range(600):  # the service finishes the three shard jobs (40 images in shards of 16)
-            if pipeline.check_job(dataset_id, cr.settings).completed == 3:
+            if check_job(replicas, store).completed == 3:
                 break
             time.sleep(0.05)
         for shard in (0, 1):  # ...the tracking stored two shards' results, then died
-            assert pipeline.store_shard_results(None, cr.settings, dataset_id, shard) == 16
-    shard_files = [paths.thumbnail_shard(i) for i in range(3)]
+            assert store_shard_results(replicas, cr.settings, store, shard) == 16
+    shard_files = [store.files_shard_path(i) for i in range(3)]
     assert [p.exists() for p in shard_files] == [True, True, False]
     kept_mtimes = [p.stat().st_mtime_ns for p in shard_files[:-1]]
 
@@ -39,7 +39,7 @@ def test_stale_dataset_is_marked_failed_and_resumed(tmp_path, settings):
     assert record.status.value == "Completed" and record.counts.processed == 40
     assert [p.stat().st_mtime_ns for p in shard_files[:-1]] == kept_mtimes  # finished shards not redone
     assert shard_files[-1].exists()
-    files = pl.read_parquet(paths.files)
+    files = store.frame(Table.FILES)
     assert files.height == 40 and files["image_id"].n_unique() == 40 and files["error"].null_count() == 40
 
 
@@ -50,8 +50,6 @@ def test_resume_refuses_other_storage_and_finished_datasets(tmp_path, settings):
     dataset_id = cr.curate_dataset("done", LocalStorageConfig(path=tmp_path / "images"), wait=True)
     with pytest.raises(ValueError, match="already Completed"):
         cr.curate_dataset("x", LocalStorageConfig(path=tmp_path / "images"), resume=dataset_id)
-    from curation import registry
-
-    registry.mark_failed(settings.data_root, dataset_id, "test")
+    Catalog(settings.data_root).dataset(dataset_id).mark_failed("test")
     with pytest.raises(ValueError, match="other storage"):
         cr.curate_dataset("x", LocalStorageConfig(path=tmp_path / "other"), resume=dataset_id)

@@ -18,7 +18,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from pydantic import SecretStr
 
 from curation import Curation
-from curation.storage import AzureStorageConfig, StorageError
+from curation.ingest.storage import AzureStorageConfig, StorageError
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.helpers import new_container, upload_images
 from tests.integration.test_curate_azure import SAS_SIGNATURE, prefect_database

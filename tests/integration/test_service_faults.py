@@ -8,13 +8,13 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from curation import AuthenticationError, Curation
-from curation.models.cpu import CpuModel
-from curation.paths import datasets_dir
-from curation.service.app import create_app
-from curation.service.server import serve_in_thread
+from curation.inference.models.cpu import CpuModel
+from curation.inference.service.app import create_app
+from curation.inference.service.server import serve_in_thread
 from curation.settings import Settings
 from tests.images import write_images
 from tests.integration.conftest import SERVICE_KEY
+from tests.integration.helpers import leftovers
 
 
 class FailFirstStatusCalls:
@@ -58,7 +58,7 @@ def test_wrong_api_key_is_a_clear_error_and_leaves_no_dataset(tmp_path, settings
     cr = Curation(api_key="not-the-key", settings=settings)
     with pytest.raises(AuthenticationError, match="rejected the API key"):
         cr.curate_dataset("wrong key", LocalStorageConfig(path=tmp_path / "images"))
-    assert not datasets_dir(settings.data_root).exists()
+    assert leftovers(settings.data_root) == []
 
 
 def test_remote_service_refuses_local_files(tmp_path, settings):

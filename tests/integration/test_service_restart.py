@@ -13,18 +13,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import polars as pl
 import pyarrow as pa
 from PIL import Image
 from pydantic import SecretStr
 
-from curation import Curation, LocalStorageConfig, registry
-from curation.client import InferenceClient
-from curation.paths import dataset_paths
-from curation.result_pages import file_fields
+from curation import Curation, LocalStorageConfig
+from curation.dataset.catalog import Catalog, Table
+from curation.inference.client import InferenceClient
+from curation.inference.result_pages import file_fields
+from curation.inference.shard_jobs import read_jobs
+from curation.inference.thumbnails import decode_with_facts, signal_names
 from curation.settings import Settings
-from curation.shard_jobs import read_jobs
-from curation.thumbnails import decode_with_facts, signal_names
 
 KEY = "restart-test-key"
 COUNT = 200
@@ -70,6 +69,7 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
         update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 90, "shard_size": COUNT}
     )
     cr = Curation(settings=run_settings)
+    catalog = Catalog(run_settings.data_root)
     outcome: dict[str, object] = {}
 
     def curate() -> None:
@@ -84,8 +84,8 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
         job_id, done_at_kill = None, 0
         with InferenceClient(url, SecretStr(KEY), run_settings) as client:
             for _ in range(1200):
-                records = registry.list_records(run_settings.data_root)
-                jobs = read_jobs(dataset_paths(run_settings.data_root, records[0].id)) if records else []
+                records = catalog.records()
+                jobs = read_jobs(catalog.dataset(records[0].id)) if records else []
                 job_id = jobs[0].job_id if jobs else None  # one shard: one job
                 if job_id:
                     status = client.job_status(job_id)
@@ -104,9 +104,10 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
     assert "error" not in outcome, outcome.get("error")
     record = cr.get_dataset(outcome["id"])
     assert record.status.value == "Completed" and record.counts.processed == COUNT
-    files = pl.read_parquet(dataset_paths(run_settings.data_root, record.id).files)
+    store = catalog.dataset(record.id)
+    files = store.frame(Table.FILES)
     assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
-    embeddings = pl.read_parquet(dataset_paths(run_settings.data_root, record.id).embeddings)
+    embeddings = store.frame(Table.EMBEDDINGS)
     assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
 
 

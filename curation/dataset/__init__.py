@@ -1,0 +1,1 @@
+"""Stage 3: the data root: the dataset catalog, registry records, results Parquet, versions, export."""

@@ -1,0 +1,1 @@
+"""Stage 1: list storage, validate the listing, sign read-only URLs, register the dataset."""

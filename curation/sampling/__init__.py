@@ -1,0 +1,1 @@
+"""Stage 5: the keep-rank sampling order, its fidelity, and saved subsets."""

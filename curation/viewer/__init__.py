@@ -1,0 +1,1 @@
+"""What the dashboard reads, and the command that serves it."""

@@ -1,0 +1,317 @@
+"""Helpers for the dashboard: load a dataset's tables, filter, count, page, sample and decimate (read-only), and
+collect teach-by-example labels and run curation.analysis.teach on them (the only writes).
+
+Pure polars functions (plus a few file reads), so everything the dashboard shows can be tested without a browser.
+A category selection maps a category to the classes kept, as `curation.dataset.tags` reads it: "None"
+(``NONE_LABEL``) stands for a null tag, classes are OR-ed within a category and categories AND-ed.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curation.analysis import teach
+from curation.dataset.atomic import write_text_atomic
+from curation.dataset.catalog import Catalog, DatasetStore, PathRefused, Table
+from curation.dataset.registry import DatasetRecord
+from curation.dataset.tags import NONE_LABEL, stored_tag, tag_condition
+from curation.sampling.order import sample_ids, step_size
+from curation.sampling.subsets import sample_dataset
+from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
+
+Selections = Mapping[str, Sequence[str | None]]
+
+ANALYTICS_COLUMNS = ("anomaly_score", "similar_ids", "similar_distances", "duplicate_group", "quality_flags")
+
+
+def load_images(store: DatasetStore) -> pl.DataFrame:
+    """One row per image: files joined with metadata, and the 3D layout and analytics when present.
+
+    The embedding vectors themselves are never read (only x, y, z), so 100k images stay small in memory.
+    """
+    frame = store.scan(Table.FILES).join(store.scan(Table.METADATA), on="image_id", how="left", maintain_order="left")
+    if store.has(Table.EMBEDDINGS):
+        frame = frame.join(store.scan(Table.EMBEDDINGS).select("image_id", "x", "y", "z"), on="image_id", how="left", maintain_order="left")
+    if store.has(Table.ANALYTICS):
+        columns = store.schema(Table.ANALYTICS).names
+        keep = [c for c in ANALYTICS_COLUMNS if c in columns]
+        frame = frame.join(store.scan(Table.ANALYTICS).select("image_id", *keep), on="image_id", how="left", maintain_order="left")
+    return frame.collect()
+
+
+def apply_filters(frame: pl.DataFrame, selections: Selections, skip: str | None = None) -> pl.DataFrame:
+    """Rows matching every category's selection (OR within, AND across); `skip` ignores one category, and so is a
+    category the frame has no column for."""
+    restricted = {c: v for c, v in selections.items() if c != skip and c in frame.columns}
+    return frame.filter(tag_condition(restricted)) if restricted else frame
+
+
+def class_options(taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, list[str]]:
+    """The classes of each category, with the None class last."""
+    return {c: [*taxonomy.classes[c], NONE_LABEL] for c in taxonomy.categories}
+
+
+def facet_counts(frame: pl.DataFrame, selections: Selections, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, dict[str, int]]:
+    """Per category and class, the images that would match if that class were ticked.
+
+    Each category is counted under the other categories' selections (faceted search), so a count tells what
+    ticking the class adds; classes absent from the data count 0; null tags count under "None".
+    """
+    out: dict[str, dict[str, int]] = {}
+    frame = frame.select([c for c in taxonomy.categories if c in frame.columns])  # at 1M rows, never filter the rest
+    for category, classes in class_options(taxonomy).items():
+        rows = apply_filters(frame, selections, skip=category)
+        counts = rows.group_by(pl.col(category).fill_null(NONE_LABEL).alias("cls")).len()
+        found = dict(zip(counts["cls"].to_list(), counts["len"].to_list(), strict=True))
+        out[category] = {cls: int(found.get(cls, 0)) for cls in classes}
+    return out
+
+
+def restricted_filters(selections: Selections, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, list[str | None]]:
+    """The selection as `curation.sampling.subsets` filters: only restricted categories, "None" as None."""
+    options = class_options(taxonomy)
+    out: dict[str, list[str | None]] = {}
+    for category, values in selections.items():
+        if set(values) >= set(options.get(category, [])):
+            continue  # every class ticked: no restriction
+        out[category] = [stored_tag(v) for v in values]
+    return out
+
+
+def mark_kept(frame: pl.DataFrame, sampling: pl.DataFrame | None, fraction: float) -> pl.DataFrame:
+    """Add `kept`: whether the image is in the sample at `fraction` (all kept at 1.0 or without sampling).
+
+    Same rule as `curation.sampling.subsets.selected_ids`: below 1.0 only the prefix of keep_rank is kept.
+    """
+    if sampling is None or fraction >= 1.0:
+        return frame.with_columns(pl.lit(True).alias("kept"))
+    if "keep_rank" in frame.columns:  # joined once at load: a comparison, not a set lookup of 1M strings
+        return frame.with_columns((pl.col("keep_rank") < step_size(fraction, sampling.height)).fill_null(False).alias("kept"))
+    ids = sample_ids(sampling, fraction)
+    return frame.with_columns(pl.col("image_id").is_in(ids.implode()).alias("kept"))
+
+
+def page_bounds(total: int, page: int, per_page: int) -> tuple[int, int, int, int]:
+    """(page clamped to 1..pages, start, stop, pages) for a 1-based page of `per_page` rows."""
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    start = (page - 1) * per_page
+    return page, start, min(start + per_page, total), pages
+
+
+def page_rows(frame: pl.DataFrame, page: int, per_page: int) -> pl.DataFrame:
+    """The rows of one page."""
+    _, start, stop, _ = page_bounds(frame.height, page, per_page)
+    return frame.slice(start, stop - start)
+
+
+@lru_cache(maxsize=4096)
+def _data_uri(path: str, mtime_ns: int) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def thumbnail_data_uri(catalog: Catalog, relative: str | None) -> str | None:
+    """The thumbnail a files table names (relative to the data root) as a data: URI (cached), or None when the
+    catalog refuses the path (it would leave the root) or the file is missing."""
+    try:
+        path = catalog.resolve(relative)
+        return _data_uri(str(path), path.stat().st_mtime_ns)
+    except (PathRefused, OSError):
+        return None
+
+
+def decimate(frame: pl.DataFrame, max_points: int, keep_ids: Iterable[str] = (), seed: int = 0) -> pl.DataFrame:
+    """At most `max_points` rows drawn uniformly (seeded), plus every row whose id is in `keep_ids`."""
+    if frame.height <= max_points:
+        return frame
+    keep = pl.col("image_id").is_in(pl.Series(list(keep_ids), dtype=pl.String).implode())
+    sample = frame.sample(n=max_points, seed=seed)
+    forced = frame.filter(keep).join(sample.select("image_id"), on="image_id", how="anti")
+    return pl.concat([sample, forced], how="vertical")
+
+
+def distribution(frame: pl.DataFrame, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> pl.DataFrame:
+    """Per category and class: images in `frame` (full) and those with `kept` (sample), with their shares."""
+    kept = frame.filter(pl.col("kept")) if "kept" in frame.columns else frame
+    rows = []
+    for category, classes in class_options(taxonomy).items():
+        full = dict(frame.group_by(pl.col(category).fill_null(NONE_LABEL).alias("c")).len().iter_rows())
+        sample = dict(kept.group_by(pl.col(category).fill_null(NONE_LABEL).alias("c")).len().iter_rows())
+        for cls in classes:
+            rows.append({"category": category, "class": cls, "full": full.get(cls, 0), "sample": sample.get(cls, 0)})
+    out = pl.DataFrame(rows, schema={"category": pl.String, "class": pl.String, "full": pl.Int64, "sample": pl.Int64})
+    return out.with_columns(
+        (pl.col("full") / max(frame.height, 1)).alias("full_share"),
+        (pl.col("sample") / max(kept.height, 1)).alias("sample_share"),
+    )
+
+
+def image_details(frame: pl.DataFrame, image_id: str, categories: Sequence[str] = CATEGORIES) -> dict[str, Any] | None:
+    """Everything the quick file view shows about one image, or None when it is not in the frame."""
+    rows = frame.filter(pl.col("image_id") == image_id)
+    if rows.is_empty():
+        return None
+    row = rows.row(0, named=True)
+    has_analytics = "anomaly_score" in frame.columns
+    similar = list(zip(row.get("similar_ids") or [], row.get("similar_distances") or [], strict=False))
+    return {
+        "image_id": image_id,
+        "name": row["blob_name"],
+        "size": row["size"],
+        "width": row["width"],
+        "height": row["height"],
+        "format": row["format"],
+        "thumbnail": row["thumbnail"],
+        "error": row["error"],
+        "tags": {c: (row.get(c) or NONE_LABEL, row.get(f"{c}_confidence")) for c in categories},
+        "analytics": has_analytics,
+        "anomaly_score": row.get("anomaly_score"),
+        "quality_flags": row.get("quality_flags"),
+        "similar": similar,
+        "kept": row.get("kept", True),
+    }
+
+
+def filter_records(records: Sequence[DatasetRecord], kind: str = "all", query: str = "") -> list[DatasetRecord]:
+    """Records of one type ("demo", "user" or "all") whose name contains the query (case-insensitive)."""
+    query = query.strip().casefold()
+    return [
+        r for r in records if (kind == "all" or r.type.value == kind) and (not query or query in r.name.casefold())
+    ]
+
+
+def format_bytes(size: int | None) -> str:
+    """A human size: 1.2 MB."""
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+USAGE_SCHEMA = {"key_id": pl.String, "day": pl.String, "model": pl.String, "processed": pl.Int64, "failed": pl.Int64}
+
+
+def read_usage(path: Path) -> pl.DataFrame:
+    """The usage ledger (curation.inference.service.usage.UsageLedger's JSON) as a frame; raises ValueError if unreadable."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"usage ledger {path} does not exist yet (no images processed)") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"usage ledger {path} cannot be read: {exc.__class__.__name__}") from exc
+    if not isinstance(rows, list):
+        raise ValueError(f"usage ledger {path} is not a list of rows")
+    frame = pl.DataFrame(rows, schema=USAGE_SCHEMA, strict=False) if rows else pl.DataFrame(schema=USAGE_SCHEMA)
+    return frame.sort("day", "model", "key_id")
+
+
+def usage_by_day(usage: pl.DataFrame) -> pl.DataFrame:
+    """Processed and failed per day and model, long: day, model, kind, images."""
+    per_day = usage.group_by("day", "model").agg(pl.col("processed").sum(), pl.col("failed").sum())
+    return per_day.unpivot(index=["day", "model"], on=["processed", "failed"], variable_name="kind", value_name="images").sort(
+        "day", "model", "kind"
+    )
+
+
+# -- teach by example: labels picked in the dashboard ---------------------------------------------------------
+Label = dict[str, str]  # image_id, file (blob name), category, class
+
+
+def add_labels(
+    pending: Sequence[Label], images: Iterable[tuple[str, str]], category: str, cls: str,
+    taxonomy: Taxonomy = DEFAULT_TAXONOMY,
+) -> list[Label]:
+    """`pending` plus `cls` for `category` on every (image_id, file); a new label replaces one of the same image
+    and category. Raises ValueError for a category or class word the taxonomy does not know (None is not a class:
+    an image without a label simply stays unlabelled)."""
+    if category not in taxonomy.classes:
+        raise ValueError(f"unknown category {category!r} (known: {', '.join(taxonomy.categories)})")
+    if cls not in taxonomy.classes[category]:
+        raise ValueError(f"{cls!r} is not a {category} class (allowed: {', '.join(taxonomy.classes[category])})")
+    out = {(label["image_id"], label["category"]): label for label in pending}
+    for image_id, file in images:
+        out.pop((image_id, category), None)  # re-labelled images move to the end, the newest labels last
+        out[(image_id, category)] = {"image_id": image_id, "file": file, "category": category, "class": cls}
+    return list(out.values())
+
+
+def label_counts(pending: Sequence[Label]) -> dict[str, dict[str, int]]:
+    """Labelled images per category and class, in first-seen order."""
+    out: dict[str, dict[str, int]] = {}
+    for label in pending:
+        classes = out.setdefault(label["category"], {})
+        classes[label["class"]] = classes.get(label["class"], 0) + 1
+    return out
+
+
+def labels_csv_text(pending: Sequence[Label], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
+    """The labels as `curation.analysis.teach`'s CSV: one row per image, `file` = the image id (unambiguous whatever the
+    blob name looks like), `blob_name` for people (teach ignores it), one column per category (blank = unknown)."""
+    rows: dict[str, dict[str, str]] = {}
+    for label in pending:
+        row = rows.setdefault(label["image_id"], {"file": label["image_id"], "blob_name": label["file"]})
+        row[label["category"]] = label["class"]
+    out = io.StringIO()
+    fields = ["file", "blob_name", *taxonomy.categories]
+    writer = csv.DictWriter(out, fieldnames=fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows.values())
+    return out.getvalue()
+
+
+def teach_from_labels(store: DatasetStore, pending: Sequence[Label], min_per_class: int = 2) -> dict[str, Any]:
+    """Write the labels CSV under the dataset (`DatasetStore.new_labels_csv`), teach (curation.analysis.teach), then recompute the sampling order so its
+    strata follow the new tags. The CSV stays beside the dataset's tables as the record of what was taught (it is
+    removed again when teaching fails). Returns teach's summary plus `labels_csv` and `sampling_error` (None when the
+    sampling was recomputed). Raises ValueError when there is nothing to teach (teach's own errors included)."""
+    if not pending:
+        raise ValueError("no labels yet: pick a category and a class, then label an image or a page")
+    csv_path = store.new_labels_csv()
+    write_text_atomic(csv_path, labels_csv_text(pending))
+    try:
+        summary = teach.teach(store, csv_path, min_per_class=min_per_class)
+    except Exception:
+        csv_path.unlink(missing_ok=True)  # nothing was taught from it: keep only the CSVs of real runs
+        raise
+    try:
+        sample_dataset(store)
+        sampling_error = None
+    except Exception as exc:  # the tags are taught either way; say the sampling is stale
+        sampling_error = f"{exc.__class__.__name__}: {exc}"
+    return {**summary, "labels_csv": str(csv_path), "sampling_error": sampling_error}
+
+
+def teach_summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Plain-text lines telling what a teach run did (the view escapes them)."""
+    lines = [f"Taught {summary['meta_model']} (was {summary['previous_meta_model']}); every image re-tagged."]
+    for category, info in summary["categories"].items():
+        labelled = ", ".join(f"{c} {n}" for c, n in info["labelled"].items())
+        tagged = ", ".join(f"{c} {n:,}" for c, n in info.get("tagged", {}).items())
+        accuracy = info["train_accuracy"]
+        lines.append(f"{category}: {labelled} labelled; training accuracy {accuracy:.0%}; tags now {tagged}.")
+        if info.get("ignored_classes"):
+            few = ", ".join(f"{c} {n}" for c, n in info["ignored_classes"].items())
+            lines.append(f"{category}: not learnt (too few labels): {few}.")
+    for category, reason in summary.get("skipped", {}).items():
+        if reason != "no labels":
+            lines.append(f"{category} not taught: {reason}.")
+    if summary.get("unmatched_files"):
+        lines.append(f"{len(summary['unmatched_files'])} labelled file(s) matched no image.")
+    if summary.get("sampling_error"):
+        lines.append(f"The sampling order could not be recomputed ({summary['sampling_error']}); "
+                     "it still follows the old tags.")
+    return lines
