@@ -242,24 +242,24 @@ class PlainSteps:
     """The tracker's steps as plain calls, storing shards on a thread pool: no Prefect (bench/, tests)."""
 
     def __init__(self, run: Run, dataset_id: str, on_progress: Callable[[Progress], None] | None = None) -> None:
-        self.run, self.store, self.on_progress = run, run.dataset(dataset_id), on_progress
+        self.run, self.dataset, self.on_progress = run, run.dataset(dataset_id), on_progress
         self.pool = ThreadPoolExecutor(max_workers=run.settings.task_workers, thread_name_prefix="store")
         self.futures: dict[ShardKey, Future[int]] = {}
 
     def poll(self) -> Progress:
 
-        progress = check_job(self.run.replicas, self.store)
+        progress = check_job(self.run.replicas, self.dataset)
         if self.on_progress:
             self.on_progress(progress)
         return progress
 
     def unstored(self) -> list[ShardKey]:
 
-        return shards_to_store(self.store)
+        return shards_to_store(self.dataset)
 
     def store(self, key: ShardKey) -> None:
 
-        self.futures[key] = self.pool.submit(store_shard_results, self.run.replicas, self.run.settings, self.store, key[0])
+        self.futures[key] = self.pool.submit(store_shard_results, self.run.replicas, self.run.settings, self.dataset, key[0])
 
     def await_stores(self) -> set[ShardKey]:
         lost = set()
@@ -274,36 +274,36 @@ class PlainSteps:
     def resubmit(self, shards: tuple[int, ...], avoid: tuple[str, ...]) -> None:
 
         for shard in shards:
-            storage = self.run.storage(self.store.dataset_id)
-            resubmit_lost(storage, self.run.replicas, self.run.settings, self.store, shard, avoid)
+            storage = self.run.storage(self.dataset.dataset_id)
+            resubmit_lost(storage, self.run.replicas, self.run.settings, self.dataset, shard, avoid)
 
     def wait(self) -> None:
 
-        wait_for_a_shard(self.run.replicas, self.store, self.run.settings.poll_interval_s)
+        wait_for_a_shard(self.run.replicas, self.dataset, self.run.settings.poll_interval_s)
 
     def write(self) -> WrittenCounts:
 
-        return write_dataset_results(self.store)
+        return write_dataset_results(self.dataset)
 
     def analyse(self) -> None:
 
-        analyse_dataset(self.store)
+        analyse_dataset(self.dataset)
 
     def sample(self) -> None:
 
-        sample_dataset(self.store, seed=0, strategy="stratified")
+        sample_dataset(self.dataset, seed=0, strategy="stratified")
 
     def complete(self) -> DatasetRecord:
 
-        return complete_dataset(self.store)
+        return complete_dataset(self.dataset)
 
     def publish(self) -> None:
 
-        publish_dataset(self.store, self.run.settings, None)
+        publish_dataset(self.dataset, self.run.settings, None)
 
     def fail(self, reason: str) -> DatasetRecord:
 
-        return self.store.mark_failed(reason)
+        return self.dataset.mark_failed(reason)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -75,7 +75,7 @@ class TaskSteps:
     """The tracker's actions as Prefect tasks; shards are stored on the flow's task runner (threads or Dask)."""
 
     def __init__(self, run: Run, store: DatasetStore) -> None:
-        self.run, self.store = run, store
+        self.run, self.dataset = run, store
         self.storing: dict[ShardKey, PrefectFuture[int]] = {}
         self.poll_jobs = with_timeout(poll_jobs, run.settings)
         self.store_shard = with_timeout(store_shard, run.settings)
@@ -83,13 +83,13 @@ class TaskSteps:
         self.write_results = with_timeout(write_results, run.settings)
 
     def poll(self) -> Progress:
-        return self.poll_jobs(self.run, self.store)
+        return self.poll_jobs(self.run, self.dataset)
 
     def unstored(self) -> list[ShardKey]:
-        return shards_to_store(self.store)
+        return shards_to_store(self.dataset)
 
     def store(self, key: ShardKey) -> None:
-        self.storing[key] = self.store_shard.submit(self.run, self.store, key[0], key[1])
+        self.storing[key] = self.store_shard.submit(self.run, self.dataset, key[0], key[1])
 
     def await_stores(self) -> set[ShardKey]:
         """Wait for every store-shard task; those that found their shard lost are returned. Any other failure
@@ -108,26 +108,26 @@ class TaskSteps:
 
     def resubmit(self, shards: tuple[int, ...], avoid: tuple[str, ...]) -> None:
         for shard in shards:
-            blobs, attempt = lost_shard(self.run.replicas, self.store, shard)
-            self.submit_shard(self.run, self.store, shard, blobs, attempt=attempt, avoid=avoid)
+            blobs, attempt = lost_shard(self.run.replicas, self.dataset, shard)
+            self.submit_shard(self.run, self.dataset, shard, blobs, attempt=attempt, avoid=avoid)
 
     def wait(self) -> None:
-        wait_for_a_shard(self.run.replicas, self.store, self.run.settings.poll_interval_s)
+        wait_for_a_shard(self.run.replicas, self.dataset, self.run.settings.poll_interval_s)
 
     def write(self) -> WrittenCounts:
-        return self.write_results(self.store)
+        return self.write_results(self.dataset)
 
     def analyse(self) -> None:
-        analyse_dataset(self.store)
+        analyse_dataset(self.dataset)
 
     def sample(self) -> None:
-        compute_sampling(self.store, seed=0, strategy="stratified")
+        compute_sampling(self.dataset, seed=0, strategy="stratified")
 
     def complete(self) -> DatasetRecord:
-        return complete_dataset(self.store)
+        return complete_dataset(self.dataset)
 
     def publish(self) -> None:
-        publish_parquet(self.store, self.run.settings)
+        publish_parquet(self.dataset, self.run.settings)
 
     def fail(self, reason: str) -> DatasetRecord:
-        return mark_failed(self.store, reason)
+        return mark_failed(self.dataset, reason)

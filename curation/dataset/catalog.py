@@ -84,8 +84,7 @@ class PathRefused(ValueError):
 
 @dataclass(frozen=True)
 class _Layout:
-    """The layout of one dataset, behind `DatasetStore`. Public only while callers not converted to the store
-    still take it (transitional)."""
+    """The file names of one dataset, used by `DatasetStore` only."""
 
     root: Path  # data root
     dir: Path
