@@ -291,6 +291,8 @@ def run_child(n: int, folder: Path, args: argparse.Namespace) -> dict:
     found = [line for _, line in lines if line.startswith(support.CHILD_MARK)]
     if proc.returncode or not found:
         print("\n".join(line for _, line in lines[-60:]), file=sys.stderr)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"memory bench child for N={n} failed (exit {proc.returncode})")
     res = json.loads(found[0][len(support.CHILD_MARK) :])
     if res["status"] != "Completed" or res["counts"]["processed"] + res["counts"]["failed"] != n:
