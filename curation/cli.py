@@ -11,6 +11,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,8 +29,13 @@ err = Console(stderr=True)
 KNOWN_ERRORS = (DatasetTooSmall, StorageError, ServiceError, DatasetNotFound, DemoDatasetProtected, ValueError)
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a storage service's multi-line XML body, or a wrapped message, on one line."""
+    return " ".join(str(exc).split())
+
+
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(one_line(exc))}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 

@@ -18,8 +18,8 @@ from curation.inference import shards
 from curation.inference.client import ServiceError
 from curation.inference.shard_jobs import Progress, SubmittedShard, content_hash
 from curation.ingest import steps
-from curation.ingest.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, open_storage
-from curation.ingest.validation import ValidationReport
+from curation.ingest.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig, StorageError, open_storage
+from curation.ingest.validation import DatasetTooSmall, ValidationReport
 from curation.run import Run
 from curation.settings import Settings
 
@@ -76,6 +76,14 @@ def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(state.data, ServiceError)
 
 
+def _worth_listing_again(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a listing only when it may heal: not too few images, nor a missing container or a refused credential."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if isinstance(error, (DatasetTooSmall, ValueError)):
+        return False
+    return not isinstance(error, StorageError) or error.transient
+
+
 def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Dataset id, shard index, the shard's content and its attempt (store-shard: its job id): never the storage
     config or the settings.
@@ -117,7 +125,7 @@ def resolve_credentials(config: StorageConfig) -> StorageConfig:
     return load_storage_credentials(config)
 
 
-@task(name="list-images", **NETWORK["list-images"], **PRIVATE)
+@task(name="list-images", **NETWORK["list-images"], retry_condition_fn=_worth_listing_again, **PRIVATE)
 def list_images(settings: Settings, config: StorageConfig) -> ValidationReport:
     """List the storage and validate it: refuse a dataset of too few acceptable images."""
     report = steps.list_and_validate(open_storage(config, settings), settings.min_images)

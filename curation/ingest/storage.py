@@ -36,7 +36,44 @@ logging.getLogger("urllib3.connectionpool").addFilter(_NoSasInUrllib3Logs())
 
 
 class StorageError(RuntimeError):
-    """Storage could not be reached or read; the message never holds a secret."""
+    """Storage could not be reached or read; the message never holds a secret. `transient` says whether trying
+    again may help (a connection error, 408, 429, 5xx), as against a missing container or a refused credential."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+SAS_PERMISSIONS = {"r": "read", "l": "list", "w": "write", "d": "delete", "a": "add", "c": "create", "t": "tag",
+                   "x": "delete version", "y": "permanent delete", "m": "move", "e": "execute", "o": "ownership",
+                   "p": "permissions", "i": "set immutability policy", "f": "filter"}
+
+
+def require_read_list_sas(token: str) -> None:
+    """Refuse a container SAS that grants more than read and list: the service receives it with every image URL
+    (it cannot sign per blob), so it must not be able to change the container. The error never quotes the token."""
+    from urllib.parse import parse_qs
+
+    granted = parse_qs(token).get("sp", [""])[0]
+    if not granted:
+        raise StorageError("the Azure SAS token names no permissions (sp=): give a container SAS with read and list only")
+    extra = [SAS_PERMISSIONS.get(letter, letter) for letter in granted if letter not in "rl"]
+    if extra:
+        raise StorageError(
+            f"the Azure SAS token also grants {', '.join(extra)}: the inference service receives it with every image"
+            " URL, so give a container SAS with read and list only (or an account key, which signs a read-only SAS"
+            " per blob)"
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an Azure SDK error may heal by trying again: no response at all, or a status that says so."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) in TRANSIENT_STATUS
 
 
 @dataclass(frozen=True)
@@ -44,6 +81,7 @@ class BlobInfo:
     name: str
     size: int
     etag: str | None = None  # change token: Azure's ETag, or mtime_ns-size of a local file (curate-new-blobs diffs it)
+    unusable: str | None = None  # why the storage itself cannot serve this entry (validation rejects it with this)
 
 
 class LocalStorageConfig(BaseModel):
@@ -115,9 +153,16 @@ class LocalStorage:
             raise StorageError(f"local storage folder does not exist: {self.root}")
 
     def list_blobs(self) -> Iterator[BlobInfo]:
+        """Every file under the folder (recursively, hidden names skipped). A symlink that leads out of the folder
+        is listed as unusable, so validation rejects that entry, not the dataset."""
         for path in sorted(self.root.rglob("*")):
             name = path.relative_to(self.root).as_posix()
             if path.is_file() and name.startswith(self.prefix) and not name.startswith("."):
+                try:
+                    self._path(name)
+                except StorageError:
+                    yield BlobInfo(name=name, size=0, unusable="symlink leads out of the storage folder")
+                    continue
                 stat = path.stat()
                 yield BlobInfo(name=name, size=stat.st_size, etag=f"{stat.st_mtime_ns}-{stat.st_size}")
 
@@ -184,12 +229,15 @@ class AzureBlobStorage:
                 else:
                     self._key = None
                     credential = config.sas_token.get_secret_value().lstrip("?")  # type: ignore[union-attr]
+                    require_read_list_sas(credential)
                 self.container = ContainerClient(url, config.container_name, credential=credential, **AZURE_CLIENT_KWARGS)
                 self.account_name = config.account_name or self.container.account_name
         except StorageError:
             raise
         except Exception as exc:  # the SDK's messages can quote the credential: never pass them on raw
-            raise StorageError(f"cannot open Azure container {config.container_name!r}: {self._clean(exc)}") from None
+            raise StorageError(
+                f"cannot open Azure container {config.container_name!r}: {self._clean(exc)}", is_transient(exc)
+            ) from None
 
     def _clean(self, exc: BaseException) -> str:
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
@@ -201,7 +249,9 @@ class AzureBlobStorage:
                 for blob in page:
                     yield BlobInfo(name=blob.name, size=int(blob.size or 0), etag=blob.etag)
         except Exception as exc:
-            raise StorageError(f"cannot list container {self.config.container_name!r}: {self._clean(exc)}") from None
+            raise StorageError(
+                f"cannot list container {self.config.container_name!r}: {self._clean(exc)}", is_transient(exc)
+            ) from None
 
     def sign_url(self, name: str, expiry: datetime) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas

@@ -31,6 +31,8 @@ class ValidationReport:
 
 def rejection_reason(blob: BlobInfo) -> str | None:
     """None when the blob is an acceptable image, else why not."""
+    if blob.unusable:
+        return blob.unusable
     suffix = PurePosixPath(blob.name).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
         return f"unsupported extension '{suffix or '(none)'}'"

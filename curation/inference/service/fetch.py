@@ -37,10 +37,29 @@ def _check_host(host: str, allow_private: bool) -> None:
     except socket.gaierror as exc:
         raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        # not is_global also covers what is neither private nor public, e.g. 100.64.0.0/10 (cloud metadata there)
-        if not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+        if _non_public(ipaddress.ip_address(info[4][0])):
             raise FetchError(f"refused: host {host!r} resolves to a non-public address")
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix: the last 32 bits are an IPv4 address
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses, ::a.b.c.d
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo, IPv4-mapped, NAT64, IPv4-compatible), which a
+    relay or the host's stack may route to."""
+    found = [ip.sixtofour, ip.ipv4_mapped, *(ip.teredo or ())]
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]
+
+
+def _non_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Not a public address, or an IPv6 address that embeds one that is not. `not is_global` also covers what is
+    neither private nor public, e.g. 100.64.0.0/10 (cloud metadata there)."""
+    if not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+        return True
+    return isinstance(ip, ipaddress.IPv6Address) and any(_non_public(v4) for v4 in _embedded_ipv4(ip))
 
 
 def _read_file(url: str, max_bytes: int) -> bytes:

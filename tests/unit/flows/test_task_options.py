@@ -122,3 +122,38 @@ def test_prefects_per_shard_thread_timeout_warning_is_filtered_and_nothing_else(
     assert not kept("Timeout of 600 seconds configured for this task, but the task is running in a worker thread. "
                     "Timeouts in worker threads cannot interrupt blocking operations")
     assert kept("Task run failed with exception: TimeoutError")
+
+
+def test_listing_is_retried_only_when_it_may_heal():
+    """Issue #17: too few images, a missing container or a refused credential were listed three times."""
+    from types import SimpleNamespace
+
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+    )
+
+    from curation.ingest.storage import StorageError, is_transient
+    from curation.ingest.validation import DatasetTooSmall
+
+    assert t.list_images.retry_condition_fn is t._worth_listing_again
+
+    def retried(error: BaseException) -> bool:
+        return t._worth_listing_again(t.list_images, None, SimpleNamespace(data=error))
+
+    def throttled(status: int) -> HttpResponseError:
+        error = HttpResponseError(message=f"status {status}")
+        error.status_code = status
+        return error
+
+    assert is_transient(ServiceRequestError("connection refused")) and is_transient(throttled(503))
+    assert is_transient(throttled(429)) and not is_transient(throttled(403))
+    assert not is_transient(ResourceNotFoundError("ContainerNotFound"))
+    assert not is_transient(ClientAuthenticationError("AuthenticationFailed"))
+    assert not retried(DatasetTooSmall("need at least 31"))
+    assert not retried(StorageError("cannot list container 'x': ContainerNotFound"))
+    assert not retried(StorageError("local storage folder does not exist: /nope"))
+    assert retried(StorageError("cannot list container 'x': ServiceRequestError", transient=True))
+    assert retried(OSError("a read was cut short"))

@@ -129,6 +129,9 @@ def only_loopback_test_server(real=_check_host):
         "169.254.169.254", "::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "fd00::1", "fe80::1",
         "100.100.100.200",  # shared address space (RFC 6598): Alibaba Cloud's metadata service lives here
         "100.64.0.1", "224.0.0.1",
+        # IPv6 forms that embed a non-public IPv4 address (issue #17): 6to4, NAT64, IPv4-compatible, Teredo
+        "2002:7f00:1::1", "2002:a9fe:a9fe::1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "::127.0.0.1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
     ],
 )
 def test_non_public_hosts_are_refused(host, monkeypatch):
@@ -138,7 +141,7 @@ def test_non_public_hosts_are_refused(host, monkeypatch):
     _check_host(host, allow_private=True)  # explicitly allowed: no check at all
 
 
-@pytest.mark.parametrize("host", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888"])
+@pytest.mark.parametrize("host", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "2002:808:808::1"])
 def test_public_literals_are_accepted_without_any_connection(host, monkeypatch):
     monkeypatch.setattr(socket, "socket", _no_sockets)  # resolving a literal opens no socket
     _check_host(host, allow_private=False)

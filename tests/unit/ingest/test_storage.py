@@ -59,3 +59,44 @@ def test_local_blob_paths_resolve_inside_the_folder_and_refuse_escapes(tmp_path)
     for name in ["../outside.jpg", "a/../../outside.jpg", "link.jpg", str(tmp_path / "outside.jpg")]:
         with pytest.raises(StorageError, match="escapes the storage folder"):
             storage._path(name)
+
+
+def test_a_symlink_out_of_the_folder_is_rejected_at_listing_not_the_dataset(tmp_path):
+    """Issue #17: one such symlink used to pass listing and then fail the whole dataset at signing."""
+    from curation.ingest.validation import validate_listing
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.jpg").write_bytes(b"jpeg")
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    (root / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (root / "inner.jpg").symlink_to(root / "0.jpg")  # a symlink that stays inside is an ordinary image
+    storage = LocalStorage(LocalStorageConfig(path=root))
+    report = validate_listing(storage.list_blobs())
+    assert [b.name for b in report.accepted] == ["0.jpg", "1.jpg", "2.jpg", "inner.jpg"]
+    assert report.found == 5 and report.rejected == {"symlink leads out of the storage folder": 1}
+    for blob in report.accepted:  # every accepted entry can be signed
+        assert storage.sign_url(blob.name, None).startswith("file:///")
+
+
+@pytest.mark.parametrize(
+    ("permissions", "refused"),
+    [("rl", None), ("r", None), ("rwdl", "write, delete"), ("racwdl", "add, create, write, delete"), ("", "names no")],
+)
+def test_a_container_sas_that_grants_more_than_read_and_list_is_refused(permissions, refused):
+    """Issue #17: the service receives a user's container SAS with every image URL; it must not be able to write."""
+    from pydantic import SecretStr
+
+    from curation.ingest.storage import AzureStorageConfig, open_storage
+    from curation.settings import Settings
+
+    token = "sv=2023-01-03&sr=c&se=2030-01-01T00%3A00%3A00Z&sig=c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+    token += f"&sp={permissions}" if permissions else ""
+    config = AzureStorageConfig(container_name="c", account_name="acct", sas_token=SecretStr(token))
+    if refused is None:
+        assert open_storage(config, Settings()).descriptor()["container_name"] == "c"
+        return
+    with pytest.raises(StorageError, match=refused) as raised:
+        open_storage(config, Settings())
+    assert "c2VjcmV0" not in str(raised.value) and "sig=" not in str(raised.value)
