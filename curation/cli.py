@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.inference.client import ServiceError
-from curation.dataset.registry import DatasetNotFound, DatasetType, DemoDatasetProtected
+from curation.dataset.registry import DatasetNotFound, DatasetType, DemoDatasetProtected, TransientFailures
+from curation.processes import WATCHDOG_OWNER, start_watchdog  # noqa: F401 - WATCHDOG_OWNER for tests
 from curation.sdk import Curation
 from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig, StorageError
 from curation.ingest.validation import DatasetTooSmall
@@ -26,7 +29,52 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
-KNOWN_ERRORS = (DatasetTooSmall, StorageError, ServiceError, DatasetNotFound, DemoDatasetProtected, ValueError)
+KNOWN_ERRORS = (
+    DatasetTooSmall, StorageError, ServiceError, DatasetNotFound, DemoDatasetProtected, TransientFailures, ValueError
+)
+# Commands that run Prefect flows: without --debug, Prefect's console shows no traceback for them.
+FLOW_COMMANDS = {"curate", "curate-new", "track", "demo", "sample", "teach"}
+_debug = False
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks, Prefect's too (also CURATION_DEBUG=1)")] = False,
+) -> None:
+    """Curate image datasets: tag, embed, analyse and sample."""
+    global _debug
+    _debug = debug or bool(os.environ.get("CURATION_DEBUG"))
+    if not _debug and ctx.invoked_subcommand in FLOW_COMMANDS:
+        quiet_prefect_console()
+
+
+class _NoRunFailureTracebacks(logging.Filter):
+    """On Prefect's console handler without --debug: drop the flow and task run loggers' failure reports (about 80
+    lines of traceback, and the failure's message, a dataset's reason included, again in the final state) and any
+    other record's traceback; the CLI reports the failure itself, once, in one line. Prefect's API handler, and so
+    its UI, still receives everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        failed = message.startswith("Finished in state") and not message.startswith("Finished in state Completed")
+        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        if run_logger and (failed or record.levelno >= logging.ERROR):
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_prefect_console() -> None:
+    """Install `_NoRunFailureTracebacks` on Prefect's console handlers (importing prefect.main sets up its logging)."""
+    import prefect.main  # noqa: F401 - configures Prefect's logging: its console handler on the root logger
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _NoRunFailureTracebacks) for f in handler.filters
+        ):
+            handler.addFilter(_NoRunFailureTracebacks())
 
 
 def one_line(exc: BaseException) -> str:
@@ -48,7 +96,10 @@ def _track_with_progress(cr: Curation, dataset_id: str) -> str:
         with Progress(TextColumn("inference"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("inference", total=None)
             while True:
-                counts = cr.get_dataset(dataset_id).counts
+                try:
+                    counts = cr.get_dataset(dataset_id).counts
+                except DatasetNotFound:  # the tracking flow says so in one line; a thread's traceback would not
+                    return
                 bar.update(task, total=counts.accepted, completed=counts.processed + counts.failed)
                 if stop.wait(0.5):
                     return
@@ -69,6 +120,12 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         console.print(f"reason: {record.failure_reason}", highlight=False)
     c = record.counts
     console.print(f"{c.found} found, {c.accepted} accepted, {c.processed} processed, {c.failed} failed", highlight=False)
+    if c.retryable:
+        console.print(
+            f"{c.retryable} of the failed images failed for a transient reason (storage unreachable or throttled): "
+            f"`curation curate --resume {record.id}` processes them again",
+            highlight=False,
+        )
     if record.status.value == "Failed":
         raise typer.Exit(1)  # scripts and schedulers see the failure
     if record.status.value != "Completed":
@@ -195,10 +252,10 @@ def stale(
 
 @app.command()
 def delete(dataset_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
-    """Delete a dataset and its results (the demo dataset is refused)."""
+    """Delete a dataset and its results (the demo dataset and a Processing one are refused)."""
     try:
         cr = Curation()
-        record = cr.get_dataset(dataset_id)
+        record = cr.catalog.dataset(dataset_id).deletable()  # refused before asking
         if not yes and not typer.confirm(f"Delete dataset {record.id} ({record.name!r}) and all its results?"):
             raise typer.Exit(code=1)
         cr.delete_dataset(dataset_id)
@@ -369,20 +426,20 @@ def viewer(
 
 
 def main() -> None:
-    """Entry point: an unexpected error is one line (set CURATION_DEBUG=1 for the traceback)."""
-    import os
-
+    """Entry point: an unexpected error is one line (--debug or CURATION_DEBUG=1 for the traceback); a watchdog ends
+    whatever the command started if this process is killed."""
     # Prefect's temporary server phones home for telemetry; offline that is an ERROR line on every run.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    start_watchdog()
     try:
         app()
     except Exception as exc:  # known errors exit in the commands; this is the safety net
-        if os.environ.get("CURATION_DEBUG"):
+        if _debug or os.environ.get("CURATION_DEBUG"):
             raise
         from curation.secrets import redact
 
         err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {redact(str(exc))}", highlight=False)
-        err.print("set CURATION_DEBUG=1 to see the traceback", highlight=False)
+        err.print("run with --debug (or CURATION_DEBUG=1) to see the traceback", highlight=False)
         raise SystemExit(2) from None
 
 

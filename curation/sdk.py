@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from curation.processes import start_watchdog
 from curation.sampling import subsets
 from curation.dataset.atomic import write_text_atomic
 from curation.dataset.catalog import Catalog
@@ -63,6 +64,7 @@ class Curation:
             changes["dask_address"] = dask_address
         self.settings = base.model_copy(update=changes)
         self._service: RunningService | None = None
+        start_watchdog()  # what this process starts (service workers, Prefect's server) ends when it does
 
     @property
     def catalog(self) -> Catalog:
@@ -130,9 +132,10 @@ class Curation:
         Returns:
             The dataset status: Processing, Completed or Failed.
         """
+        from flows.runners import prefect_api_for
         from flows.track_curation import track_curation
 
-        with use_settings(self.service_settings()):
+        with use_settings(self.service_settings()), prefect_api_for(self.settings):
             try:
                 return track_curation(dataset_id, tracing=tracing)
             except DatasetFailed:
@@ -153,8 +156,9 @@ class Curation:
             DatasetTooSmall: no dataset yet and too few acceptable images to create one.
         """
         from flows.curate_new_blobs import curate_new_blobs
+        from flows.runners import prefect_api_for
 
-        with use_settings(self.service_settings()):
+        with use_settings(self.service_settings()), prefect_api_for(self.settings):
             return curate_new_blobs(storage_config, name)
 
     def job_status(self, dataset_id: str) -> Progress:
@@ -185,7 +189,8 @@ class Curation:
         return found
 
     def delete_dataset(self, dataset_id: str) -> None:
-        """Erase a dataset and its results. Raises DemoDatasetProtected for the demo dataset."""
+        """Erase a dataset and its results. Raises DemoDatasetProtected for the demo dataset and DatasetProcessing (a
+        ValueError) while it is Processing: mark a stuck one Failed first (`stale_datasets(mark_failed=True)`)."""
         self.catalog.dataset(dataset_id).delete()
 
     def export_dataset(self, dataset_id: str, path: str | Path | None = None) -> dict[str, Any]:
@@ -223,10 +228,11 @@ class Curation:
         Returns:
             The fidelity report per 20% step, side by side with uniform random sampling.
         """
+        from flows.runners import prefect_api_for
         from flows.sample_dataset import sample_dataset
 
         self.catalog.dataset(dataset_id).require_completed("sampled")
-        with use_settings(self.settings):
+        with use_settings(self.settings), prefect_api_for(self.settings):
             return sample_dataset(dataset_id, seed=seed, strategy=strategy)
 
     def sample_ids(self, dataset_id: str, fraction: float, filters: dict[str, list[str | None]] | None = None) -> list[str]:
@@ -254,10 +260,11 @@ class Curation:
         Returns:
             A summary per category (classes, labelled counts, training accuracy) and the new meta-model version.
         """
+        from flows.runners import prefect_api_for
         from flows.teach_dataset import teach_dataset
 
         self.catalog.dataset(dataset_id).require_completed("taught")
-        with use_settings(self.settings):
+        with use_settings(self.settings), prefect_api_for(self.settings):
             return teach_dataset(dataset_id, Path(labels_csv))
 
     def generate_demo_images(self, count: int = 72) -> Path:

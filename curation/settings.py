@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = 5.0
     transient_budget_s: float = 120.0
     request_timeout_s: float = 30.0
+    # A run whose images failed for a transient reason (storage unreachable or throttled) in more than this share
+    # ends Failed; `curation curate --resume ID` re-processes them.
+    max_retryable_share: float = Field(default=0.05, ge=0, le=1)
 
     # Work is cut into shards; never one Prefect task per image.
     shard_size: int = 256
@@ -72,6 +75,12 @@ class Settings(BaseSettings):
     azure_account_key: SecretStr | None = None
     azure_sas_token: SecretStr | None = None
     azure_connection_string: SecretStr | None = None
+    # Azure AD: DefaultAzureCredential (CURATION_AZURE_AD=true), or a service principal; signs per-blob read SAS with
+    # a user delegation key.
+    azure_ad: bool = False
+    azure_tenant_id: str | None = None
+    azure_client_id: str | None = None
+    azure_client_secret: SecretStr | None = None
     azure_list_page_size: int = 5000  # blobs per listing page (5000 is the service's maximum)
 
     # Publish every Completed dataset's Parquet to this fsspec URL (abfs://container/prefix, file:///dir, ...); the
@@ -82,6 +91,9 @@ class Settings(BaseSettings):
     service_api_keys: SecretStr | None = None  # comma-separated keys the service accepts
     service_workers: int = Field(default_factory=lambda: os.cpu_count() or 2)
     fetch_timeout_s: float = 30.0
+    # A fetch that meets a connection error, a timeout, 429 or 5xx is tried again with backoff (Retry-After
+    # honoured) for this long; what still fails is recorded as retryable (docs/reliability.md).
+    fetch_retry_budget_s: float = 60.0
     max_image_bytes: int = 64 * 1024 * 1024
     max_redirects: int = 3
     allow_file_urls: bool = False  # only the embedded service reads file:// URLs
@@ -89,6 +101,12 @@ class Settings(BaseSettings):
     usage_path: Path | None = None  # where the service keeps its usage ledger; None = in memory
     service_job_retention_s: float = 24 * 3600  # finished jobs nobody released are forgotten after this
     service_state_dir: Path | None = None  # the service's job journal, so a restart finishes jobs; None = memory
+    # What one request may make the service hold (docs/service-api.md): a job body's bytes and items (a job is one
+    # shard, CURATION_SHARD_SIZE images, so this leaves ample headroom), and each API key's images queued or running,
+    # past which a submission is answered 429 with Retry-After.
+    service_max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    service_max_job_items: int = Field(default=100_000, ge=1)
+    service_max_queued_images_per_key: int = Field(default=1_000_000, ge=1)
 
     @property
     def service_urls(self) -> list[str]:

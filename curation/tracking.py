@@ -295,7 +295,7 @@ class PlainSteps:
 
     def complete(self) -> DatasetRecord:
 
-        return complete_dataset(self.dataset)
+        return complete_dataset(self.dataset, self.run.settings.max_retryable_share)
 
     def publish(self) -> None:
 

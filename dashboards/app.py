@@ -18,7 +18,17 @@ from dashboards.store import DataStore
 from dashboards.teach_view import TeachView
 from dashboards.usage_view import UsageView
 
-EXTENSIONS = ("plotly", "tabulator")
+# No Plotly here: the 3D tab loads it when first opened (EmbeddingView), so the first page stays light. No Tabulator
+# either (the usage table is plain HTML).
+EXTENSIONS: tuple[str, ...] = ()
+HEADER_CSS = """
+:host { width: 100%; }
+.cur-header { background: #0b4a7a; color: white; padding: 10px 18px; font: 600 20px/1.3 system-ui, sans-serif;
+              border-bottom: 3px solid #0072b5; }
+"""
+# System fonts only: the page makes no request off this machine (a template's web fonts would).
+PAGE_CSS = ("body { margin: 0; font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; "
+            "background: #f7f8fa; }")
 
 
 class CurateView:
@@ -35,7 +45,8 @@ class CurateView:
                             ("Distribution", self.distribution.panel), sizing_mode="stretch_width", dynamic=False)
         self.tabs.param.watch(self._tab, "active")
         store.param.watch(self._summary, ["dataset_id", "selections", "fraction"])
-        controls = pn.Column(self.sampling.panel, self.filters.panel, self.save.panel, width=230, margin=(0, 10, 0, 0))
+        # Save right under the sampling level, above the (tall) filters: its button and message stay above the fold
+        controls = pn.Column(self.sampling.panel, self.save.panel, self.filters.panel, width=230, margin=(0, 10, 0, 0))
         self.qfv_column = pn.Column(self.qfv.panel, width=290, visible=False, styles={"border-left": "1px solid #dee2e6", "padding-left": "8px"})
         store.param.watch(lambda e: setattr(self.qfv_column, "visible", bool(e.new)), "selected_image")
         self.body = pn.Row(controls, pn.Column(self.teach.panel, self.tabs, sizing_mode="stretch_width"), self.qfv_column, sizing_mode="stretch_width", visible=False)
@@ -57,12 +68,16 @@ class CurateView:
             self.summary.object = message(f"Cannot summarise the dataset: {exc}", "error")
 
 
-def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.template.FastListTemplate:
-    """The whole dashboard for one session."""
+def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.Column:
+    """The whole dashboard for one session.
+
+    No Panel template: every template adds HTML roots, which make Panel load MathJax (1.8 MB), and the Fast ones
+    pull web fonts from the internet; a header and the tabs are all this app needs.
+    """
     settings = get_settings()
     store = DataStore(root or settings.data_root)
     curate = CurateView(store)
-    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=False)
+    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=False, margin=(0, 10))
 
     def open_dataset(dataset_id: str) -> None:
         store.open(dataset_id)
@@ -73,8 +88,6 @@ def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.t
     tabs.extend([("Datasets", datasets.panel), ("Curate", curate.panel), ("Usage", usage.panel)])
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         datasets.start_refresh()
-    template = pn.template.FastListTemplate(
-        title="Image curation", main=[tabs], header_background="#0b4a7a", accent_base_color="#0072b5",
-        main_layout=None, theme_toggle=False,
-    )
-    return template
+    header = pn.pane.HTML('<div class="cur-header">Image curation</div>', stylesheets=[HEADER_CSS],
+                          sizing_mode="stretch_width", margin=0)
+    return pn.Column(header, tabs, sizing_mode="stretch_width", margin=0, css_classes=["curation-app"])

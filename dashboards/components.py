@@ -19,8 +19,8 @@ GRID_CSS = """
 .tile.selected { border-color: #0072b5; box-shadow: 0 0 0 2px #0072b555; }
 .tile img, .tile .none { width: 100%; aspect-ratio: 4 / 3; object-fit: cover; display: block; }
 .tile .none { display: flex; align-items: center; justify-content: center; color: #868e96; font: 11px sans-serif; }
-.tile .cap { font: 11px/1.4 sans-serif; color: #343a40; padding: 2px 4px; white-space: nowrap; overflow: hidden;
-             text-overflow: ellipsis; }
+.tile .cap { font: 11px/1.35 sans-serif; color: #343a40; padding: 2px 4px; overflow: hidden; word-break: break-all;
+             display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; min-height: 2.7em; }
 .tile.excluded { border-color: #d62728; }
 .tile.excluded img { opacity: 0.45; }
 .tile .badge { position: absolute; top: 4px; left: 4px; background: #d62728; color: white; font: 10px sans-serif;
@@ -37,7 +37,7 @@ class ThumbnailGrid(JSComponent):
 
     items = param.List(default=[], doc="Dicts: id, name, label, src (data URI or None), kept.")
     selected = param.String(default="", doc="Image id drawn highlighted.")
-    tile = param.Integer(default=110, doc="Minimum tile width in pixels.")
+    tile = param.Integer(default=130, doc="Minimum tile width in pixels.")
     empty_text = param.String(default="No images match the filters.")
 
     _esm = """
@@ -79,6 +79,7 @@ class ThumbnailGrid(JSComponent):
           const cap = document.createElement('span');
           cap.className = 'cap';
           cap.textContent = item.label || item.name;
+          cap.title = item.name;
           tile.append(cap);
           tile.addEventListener('click', () => model.send_msg({ id: item.id }));
           grid.append(tile);
@@ -122,9 +123,60 @@ APP_CSS = """
 .cur-card td:first-child, .cur-qfv td:first-child { color: #6c757d; white-space: nowrap; }
 .cur-qfv h3 { margin: 4px 0; font-size: 15px; word-break: break-all; }
 .cur-qfv img { width: 100%; border-radius: 6px; }
+.cur-secondary { color: #868e96; font-size: 11px; font-family: monospace; }
+.cur-hint { font-size: 12px; color: #6c757d; margin: 2px 0 4px 0; }
+.cur-hint code { font-size: 11px; background: #f1f3f5; padding: 1px 4px; border-radius: 3px; word-break: break-all; }
+.cur-progress { height: 8px; background: #f1f3f5; border-radius: 4px; overflow: hidden; margin: 6px 0 2px 0; }
+.cur-progress-bar { height: 100%; background: #e8a33d; transition: width 0.4s; }
+.cur-progress-text { font-size: 13px; color: #8a5300; font-weight: 600; }
 .cur-summary { font-size: 14px; color: #343a40; }
 .cur-summary b { font-size: 15px; }
 """
+
+
+# Bokeh's disabled buttons differ from enabled ones by a shade only: make them plainly unavailable.
+BUTTON_CSS = """
+.bk-btn:disabled, .bk-btn[disabled] { opacity: 0.45; cursor: not-allowed; filter: grayscale(0.8); box-shadow: none; }
+"""
+
+
+def button(name: str, **kwargs: Any) -> pn.widgets.Button:
+    """A Button whose disabled state is visible (BUTTON_CSS)."""
+    return pn.widgets.Button(name=name, stylesheets=[BUTTON_CSS], **kwargs)
+
+
+class ScriptLoader(JSComponent):
+    """Loads a JavaScript bundle into the page when first rendered, then sets `loaded` (or `error`).
+
+    The 3D view needs Plotly (4.7 MB) only when its tab opens, so the bundle is not among the first page's resources;
+    `src` is relative to Panel's own static folder, found from panel.min.js's script tag (any URL prefix works).
+    """
+
+    src = param.String(doc="Path under Panel's static extension folder, e.g. bundled/plotlyplot/plotly.min.js.")
+    global_name = param.String(doc="The global the bundle defines (already there: nothing is loaded).")
+    loaded = param.Boolean(default=False)
+    error = param.String(default="")
+
+    _esm = """
+    export function render({ model, el }) {
+      const note = document.createElement('div');
+      note.className = 'script-loading';
+      note.textContent = 'Loading the 3D viewer\u2026';
+      if (window[model.global_name]) { model.loaded = true; return note; }
+      const panel = document.querySelector('script[src*="extensions/panel/panel"]');
+      const src = new URL(model.src, panel ? panel.src : new URL('static/extensions/panel/', document.baseURI)).href;
+      let tag = document.querySelector(`script[data-lazy-src="${CSS.escape(src)}"]`);
+      if (!tag) {
+        tag = document.createElement('script');
+        tag.src = src;
+        tag.dataset.lazySrc = src;
+        document.head.append(tag);
+      }
+      tag.addEventListener('load', () => { model.loaded = true; });
+      tag.addEventListener('error', () => { model.error = `could not load ${src}`; });
+      return note;
+    }
+    """
 
 
 def esc(value: object) -> str:

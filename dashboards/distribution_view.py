@@ -10,6 +10,7 @@ import panel as pn
 import polars as pl
 
 from curation.taxonomy import CATEGORIES
+from curation.viewer.data import class_label
 from dashboards.components import LazyView, html_pane, message
 from dashboards.store import DataStore
 
@@ -20,8 +21,9 @@ def distribution_plots(dist: pl.DataFrame, pct: int) -> hv.Layout:
     top = max(float(dist["full_share"].max() or 0), float(dist["sample_share"].max() or 0), 0.05)
     for i, category in enumerate(CATEGORIES):
         rows = dist.filter(pl.col("category") == category)
-        data = [(c, "full", f) for c, f in zip(rows["class"], rows["full_share"], strict=True)]
-        data += [(c, f"sample {pct}%", s) for c, s in zip(rows["class"], rows["sample_share"], strict=True)]
+        names = [class_label(c) for c in rows["class"]]
+        data = [(c, "full", f) for c, f in zip(names, rows["full_share"], strict=True)]
+        data += [(c, f"sample {pct}%", s) for c, s in zip(names, rows["sample_share"], strict=True)]
         bars = hv.Bars(data, kdims=["class", "set"], vdims=["share"]).opts(
             title=category.capitalize(), ylabel="share of images", xlabel="", height=240, responsive=True,
             ylim=(0, min(1.0, top * 1.3)), color="set", cmap=["#1f77b4", "#ff7f0e"], tools=["hover"],

@@ -6,14 +6,13 @@ from typing import Any
 
 import panel as pn
 
-from curation.dataset.tags import NONE_LABEL
-from curation.viewer.data import class_options
-from dashboards.components import esc, html_pane, message
+from curation.viewer.data import class_label, class_options
+from dashboards.components import button, esc, html_pane, message
 from dashboards.store import DataStore
 
 
 def _label(cls: str, count: int) -> str:
-    return f"{'None' if cls == NONE_LABEL else cls.replace('_', '/')} ({count:,})"
+    return f"{class_label(cls)} ({count:,})"
 
 
 class FiltersView:
@@ -28,7 +27,7 @@ class FiltersView:
         }
         for group in self.groups.values():
             group.param.watch(self._changed, "value")
-        reset = pn.widgets.Button(name="Clear filters", button_type="light", width=120)
+        reset = button("Clear filters", button_type="light", width=120)
         reset.on_click(lambda e: self._reset())
         cards = [pn.Card(g, title=c.capitalize(), collapsible=False, sizing_mode="stretch_width", margin=(4, 0)) for c, g in self.groups.items()]
         self.panel = pn.Column(pn.pane.Markdown("#### Filters", margin=(0, 5)), *cards, reset, sizing_mode="stretch_width")
@@ -83,7 +82,7 @@ class SaveView:
     def __init__(self, store: DataStore) -> None:
         self.store = store
         self.name = pn.widgets.TextInput(name="New dataset name", placeholder="e.g. rainy nights 40%")
-        self.button = pn.widgets.Button(name="Save selection", button_type="primary", css_classes=["save-button"])
+        self.button = button("Save selection", button_type="primary", css_classes=["save-button"])
         self.result = html_pane("", sizing_mode="stretch_width", css_classes=["save-result"])
         self.button.on_click(self._save)
         store.param.watch(lambda e: setattr(self.result, "object", ""), ["dataset_id"])

@@ -6,8 +6,8 @@ from typing import Any
 
 import panel as pn
 
-from curation.viewer.data import format_bytes
-from dashboards.components import ThumbnailGrid, esc, html_pane, message
+from curation.viewer.data import class_label, format_bytes
+from dashboards.components import ThumbnailGrid, button, esc, html_pane, message
 from dashboards.store import DataStore
 
 
@@ -18,10 +18,10 @@ class GalleryView:
         self.store = store
         self.grid = ThumbnailGrid(sizing_mode="stretch_width", css_classes=["gallery"])
         self.grid.on_click(lambda image_id: setattr(store, "selected_image", image_id))
-        self.first = pn.widgets.Button(name="\u00ab First", width=80)
-        self.prev = pn.widgets.Button(name="\u2039 Prev", width=80)
-        self.next = pn.widgets.Button(name="Next \u203a", width=80, css_classes=["next-page"])
-        self.last = pn.widgets.Button(name="Last \u00bb", width=80)
+        self.first = button("\u00ab First", width=80)
+        self.prev = button("\u2039 Prev", width=80)
+        self.next = button("Next \u203a", width=80, css_classes=["next-page"])
+        self.last = button("Last \u00bb", width=80)
         self.label = html_pane("", css_classes=["page-label"], margin=(12, 10))
         self.first.on_click(lambda e: self._go(1))
         self.prev.on_click(lambda e: self._go(store.page - 1))
@@ -61,7 +61,8 @@ def details_html(d: dict[str, Any]) -> str:
     if d["error"]:
         rows.append(("Error", d["error"]))
     for category, (label, confidence) in d["tags"].items():
-        rows.append((category.capitalize(), f"{label}" + (f" ({confidence:.2f})" if confidence is not None else "")))
+        shown = class_label(label) + (f" ({confidence:.2f})" if confidence is not None else "")
+        rows.append((category.capitalize(), shown))
     if d["analytics"]:
         score = d["anomaly_score"]
         rows.append(("Anomaly score", f"{score:.3f}" if score is not None else "none (no embedding)"))

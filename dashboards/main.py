@@ -12,8 +12,8 @@ try:
 except ImportError:  # served from a checkout that is not installed: import from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboards.app import EXTENSIONS, create_app
+from dashboards.app import EXTENSIONS, PAGE_CSS, create_app
 
 if pn.state.served:
-    pn.extension(*EXTENSIONS, sizing_mode="stretch_width")
+    pn.extension(*EXTENSIONS, sizing_mode="stretch_width", raw_css=[PAGE_CSS])
     create_app().servable(title="Image curation")

@@ -7,8 +7,8 @@ from typing import Any
 import panel as pn
 
 from curation.taxonomy import DEFAULT_TAXONOMY
-from curation.viewer.data import label_counts, teach_summary_lines
-from dashboards.components import APP_CSS, esc, html_pane, message
+from curation.viewer.data import class_label, label_counts, teach_summary_lines
+from dashboards.components import APP_CSS, button, esc, html_pane, message
 from dashboards.store import DataStore
 
 HINT = ("Pick a category and a class, then label the image open on the right or every image of this gallery page. "
@@ -16,7 +16,7 @@ HINT = ("Pick a category and a class, then label the image open on the right or 
 
 
 def _word(cls: str) -> str:
-    return cls.replace("_", "/")
+    return class_label(cls)
 
 
 def pending_html(pending: list[dict[str, str]], limit: int = 200) -> str:
@@ -78,13 +78,13 @@ class TeachView:
         self.cls = pn.widgets.Select(name="Class", options={_word(c): c for c in classes[first]}, width=110,
                                      css_classes=["teach-class"])
         top = (26, 4, 4, 4)
-        self.label_image = pn.widgets.Button(name="Label this image", width=125, disabled=True, margin=top,
+        self.label_image = button("Label this image", width=125, disabled=True, margin=top,
                                              css_classes=["teach-label-image"])
-        self.label_page = pn.widgets.Button(name="Label this page", width=125, margin=top,
+        self.label_page = button("Label this page", width=125, margin=top,
                                             css_classes=["teach-label-page"])
-        self.teach = pn.widgets.Button(name="Teach", width=80, button_type="primary", disabled=True, margin=top,
+        self.teach = button("Teach", width=80, button_type="primary", disabled=True, margin=top,
                                        css_classes=["teach-button"])
-        self.clear = pn.widgets.Button(name="Clear", width=65, disabled=True, margin=top,
+        self.clear = button("Clear", width=65, disabled=True, margin=top,
                                        css_classes=["teach-clear"])
         self.pending = pn.pane.HTML(pending_html([]), stylesheets=[APP_CSS, TEACH_CSS], sizing_mode="stretch_width",
                                     margin=(0, 5), css_classes=["teach-pending"])

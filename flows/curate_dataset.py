@@ -9,11 +9,11 @@ from pydantic import Field
 
 from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType
 from curation.inference.shards import shards
-from curation.ingest.storage import AzureStorageConfig, BlobInfo, LocalStorageConfig
+from curation.ingest.storage import BlobInfo
 from curation.run import Run
 from flows.runners import run_resources
 from flows.track_curation import track_curation
-from tasks.blocks import secrets_from_blocks
+from tasks.blocks import StorageParameter, secrets_from_blocks
 from tasks.curation_tasks import (
     check_service,
     list_images,
@@ -26,33 +26,43 @@ from tasks.curation_tasks import (
     with_timeout,
 )
 from tasks.dataset_tasks import publish_report
+from tasks.incremental_tasks import plan_retry
 
 
 @flow(name="curate-dataset")
 @secrets_from_blocks
 def curate_dataset(
     name: Annotated[str, Field(description="Display name of the new dataset")],
-    storage: Annotated[
-        LocalStorageConfig | AzureStorageConfig,
-        Field(discriminator="kind", description="Where the images are; credentials come from the environment or a block"),
-    ],
+    storage: StorageParameter,
     dataset_type: Annotated[DatasetType, Field(description="user, or demo for the undeletable demo dataset")] = DatasetType.USER,
     wait_for_completion: Annotated[bool, Field(description="Track the inference job to its end")] = True,
-    resume: Annotated[str | None, Field(description="Id of an unfinished dataset to finish instead of a new one")] = None,
+    resume: Annotated[
+        str | None,
+        Field(description="Id of a dataset to finish, or whose images that failed for a transient reason to process again"),
+    ] = None,
 ) -> str:
     """Curate the images of a container or folder into a dataset; returns the dataset id.
 
     Args:
         name: Display name of the new dataset.
         storage: Where the images are: an Azure container (kind azure) or a local folder (kind local). Credentials
-            come from the worker's environment or the Prefect block named in credentials_block, never from here.
+            come from the block chosen in credentials_block or the worker's environment, never from here.
         dataset_type: user, or demo for the undeletable demo dataset.
         wait_for_completion: Track the inference jobs to their end (false: return once every shard is submitted).
-        resume: Id of an unfinished dataset to finish instead of registering a new one.
+        resume: Id of a dataset to finish instead of registering a new one: an unfinished dataset is finished; a
+            written one (Completed, or Failed for too many transient failures) has its retryable images processed
+            again, as its next version.
     """
     storage = resolve_credentials(storage)
     with run_resources(storage) as run:
         if resume:
+            retry = plan_retry(run.settings, run.dataset(resume), storage)
+            if retry is not None:  # a written dataset: its images that failed for a transient reason, as a version
+                from flows.curate_new_blobs import retry_images  # that module builds on this one
+
+                with_timeout(check_service, run.settings)(run)
+                retry_images(run, run.dataset(resume).load_record(), retry)
+                return resume
             record, accepted = reopen_dataset(run.settings, run.dataset(resume), storage)
             with_timeout(check_service, run.settings)(run)
         else:

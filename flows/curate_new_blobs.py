@@ -9,14 +9,15 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from curation.dataset.registry import DatasetType, Status
+from curation.dataset.finish import require_few_retryable
+from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType, Status, TransientFailures
+from curation.ingest.validation import ValidationReport
 from curation.run import Run
-from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
 from curation.dataset.versions import Delta
 from flows.curate_dataset import curate_listed
 from flows.runners import TaskRunnerFromSettings, run_resources
-from tasks.blocks import secrets_from_blocks
-from tasks.curation_tasks import check_service, register_dataset, resolve_credentials, with_timeout
+from tasks.blocks import StorageParameter, secrets_from_blocks
+from tasks.curation_tasks import check_service, complete_dataset, register_dataset, resolve_credentials, with_timeout
 from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
 from tasks.incremental_tasks import (
     VersionPlan,
@@ -36,10 +37,7 @@ from tasks.incremental_tasks import (
 @flow(name="curate-new-blobs", task_runner=TaskRunnerFromSettings(threads_only=True))
 @secrets_from_blocks
 def curate_new_blobs(
-    storage: Annotated[
-        LocalStorageConfig | AzureStorageConfig,
-        Field(discriminator="kind", description="Where the images are; credentials come from the environment or a block"),
-    ],
+    storage: StorageParameter,
     name: Annotated[
         str | None, Field(description="Name of the dataset if this run creates it (default: the container or folder)")
     ] = None,
@@ -47,8 +45,8 @@ def curate_new_blobs(
     """Curate the blobs added or changed since the last successful run as a new version; returns what it added.
 
     Args:
-        storage: The container and prefix (or local folder) to watch. Credentials come from the worker's environment
-            or the Prefect block named in credentials_block, never from here.
+        storage: The container and prefix (or local folder) to watch. Credentials come from the block chosen in
+            credentials_block or the worker's environment, never from here.
         name: Name of the dataset if this run creates it (default: the container or folder name).
     """
     started = time.monotonic()
@@ -69,6 +67,8 @@ def curate_new_blobs(
             summary = _next_version(run, target, plan, report, run_id)
             publish_report(run.dataset(target.id), time.monotonic() - started)  # version 1's was published by its tracking
         publish_version_report(run.dataset(summary["dataset_id"]), summary)
+        if target is not None:  # a version's images that failed for a transient reason wait for the next run
+            require_few_retryable(target.id, summary["retryable"], len(plan.delta), run.settings.max_retryable_share)
         return summary
 
 
@@ -84,6 +84,30 @@ def _first_version(run: Run, report: Any, descriptor: dict[str, Any], name: str 
         raise RuntimeError(f"version 1 of {record.id} not added: {record.failure_reason}")
     plan = VersionPlan(1, Delta(new=list(report.accepted), changed=[]))
     return {"dataset_id": record.id, **commit_version(run.dataset(record.id), plan, report, run_id, [])}
+
+
+def retry_images(run: Run, target: DatasetRecord, plan: VersionPlan) -> dict[str, Any]:
+    """Curate a written dataset's retryable images again as its next version (`curation curate --resume ID`), then
+    judge the whole dataset: Completed, or Failed (DatasetFailed) while too many still fail for a transient reason.
+    Raises TransientFailures when none of them could be processed (the dataset is left as it was)."""
+    started = time.monotonic()
+    counts = target.counts
+    report = ValidationReport(found=counts.found, accepted=plan.delta.blobs, rejected=counts.rejected)
+    run_id = str(flow_run.id or "outside-a-flow-run")
+    try:
+        summary = _next_version(run, target, plan, report, run_id)
+    except DatasetFailed as exc:  # every retried image failed again: the staging dataset failed
+        raise TransientFailures(
+            f"dataset {target.id}: none of its {len(plan.delta)} retryable images could be processed this time: "
+            f"{exc.reason}"
+        ) from None
+    store = run.dataset(target.id)
+    record = complete_dataset(store, run.settings.max_retryable_share)
+    publish_report(store, time.monotonic() - started)
+    publish_version_report(store, summary)
+    if record.status == Status.FAILED:
+        raise DatasetFailed(target.id, record.failure_reason)
+    return summary
 
 
 def _next_version(run: Run, target: Any, plan: VersionPlan, report: Any, run_id: str) -> dict[str, Any]:

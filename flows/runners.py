@@ -3,6 +3,7 @@ tasks run (threads in the flow process, or a Dask cluster). Nothing here reads s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,24 +44,44 @@ def task_runner_for(settings: Settings) -> TaskRunner[Any]:
 
 
 
+# Prefect waits 20 s by default for its temporary server to answer; on a loaded machine that failed runs (issue #17).
+EPHEMERAL_STARTUP_TIMEOUT_S = 120
+
+
+def ephemeral_startup_updates() -> dict[Any, Any]:
+    """Prefect settings updates raising its temporary server's start-up limit to EPHEMERAL_STARTUP_TIMEOUT_S, or {}
+    when the user set the limit (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS in the environment, or a profile
+    value other than Prefect's default): a user's value always wins."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as limit
+    from prefect.settings.models.server.ephemeral import ServerEphemeralSettings
+
+    prefect_default = ServerEphemeralSettings.model_fields["startup_timeout_seconds"].default
+    if limit.name in os.environ or limit.value() != prefect_default:
+        return {}
+    return {limit: EPHEMERAL_STARTUP_TIMEOUT_S}
+
+
 @contextmanager
 def prefect_api_for(settings: Settings) -> Iterator[None]:
-    """Give Dask workers the Prefect API of this process, for a run that has no configured one.
+    """The Prefect side of a flow run started in this process: Prefect's temporary server (when no PREFECT_API_URL
+    is set) gets EPHEMERAL_STARTUP_TIMEOUT_S to start unless the user set a limit, and Dask workers get the API of
+    this process.
 
     Without PREFECT_API_URL, Prefect starts a temporary server for this process only, and every worker process would
-    start one of its own (and time out under load). Start it here and point the run at its URL, which Prefect then
-    sends to the workers with each task's context. Threads, or a configured API, need nothing."""
+    start one of its own (and time out under load). For Dask, start it here and point the run at its URL, which
+    Prefect then sends to the workers with each task's context. Threads, or a configured API, need nothing more."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if settings.task_runner != "dask" or PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
+    with temporary_settings(updates=ephemeral_startup_updates()):
+        if settings.task_runner != "dask" or PREFECT_API_URL.value():
+            yield
+            return
+        from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()  # the one Prefect itself would start for this process (a singleton)
-    server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield
+        server = SubprocessASGIServer()  # the one Prefect itself would start for this process (a singleton)
+        server.start()
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
 
 
 class TaskRunnerFromSettings(TaskRunner[Any]):

@@ -8,7 +8,7 @@ from prefect import flow
 from pydantic import Field
 
 from flows.runners import dataset_store
-from tasks.dataset_tasks import compute_sampling
+from tasks.dataset_tasks import compute_sampling, publish_step_report
 
 
 @flow(name="sample-dataset")
@@ -26,4 +26,7 @@ def sample_dataset(
         seed: Seed of the order; the same inputs and seed give the same order.
         strategy: stratified keeps the distribution; random for comparison.
     """
-    return compute_sampling(dataset_store(dataset_id), seed, strategy)
+    store = dataset_store(dataset_id)
+    report = compute_sampling(store, seed, strategy)
+    publish_step_report(store, "sampled", {"strategy": strategy, "seed": seed, **report})
+    return report

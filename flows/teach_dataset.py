@@ -9,7 +9,7 @@ from prefect import flow
 from pydantic import Field
 
 from flows.runners import dataset_store
-from tasks.dataset_tasks import compute_sampling, teach_probes
+from tasks.dataset_tasks import compute_sampling, publish_step_report, teach_probes
 
 
 @flow(name="teach-dataset")
@@ -29,4 +29,5 @@ def teach_dataset(
     store = dataset_store(dataset_id)
     summary = teach_probes(store, labels_csv)
     compute_sampling(store, seed=0, strategy="stratified")  # strata follow the new tags
+    publish_step_report(store, "taught", summary)
     return summary

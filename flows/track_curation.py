@@ -14,11 +14,11 @@ from curation.dataset.catalog import DatasetStore
 from curation.dataset.registry import DatasetFailed, DatasetRecord, Status
 from curation.dataset.results import WrittenCounts
 from curation.inference.shard_jobs import Progress, ShardLost
-from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
+from curation.ingest.storage import LocalStorageConfig
 from curation.run import Run
 from curation.tracking import ShardKey, track
 from flows.runners import TaskRunnerFromSettings, run_resources
-from tasks.blocks import secrets_from_blocks
+from tasks.blocks import AzureStorageParameter, secrets_from_blocks
 from tasks.curation_tasks import (
     complete_dataset,
     mark_failed,
@@ -39,7 +39,7 @@ def track_curation(
     dataset_id: Annotated[str, Field(description="The dataset id that curate-dataset returned")],
     tracing: Annotated[bool, Field(description="Poll until the end (true) or make one status request (false)")] = True,
     storage: Annotated[
-        LocalStorageConfig | AzureStorageConfig | None,
+        LocalStorageConfig | AzureStorageParameter | None,
         Field(
             discriminator="kind",
             description="Where the images are, to re-sign a shard lost with its replica (default: the dataset's own"
@@ -124,7 +124,7 @@ class TaskSteps:
         compute_sampling(self.dataset, seed=0, strategy="stratified")
 
     def complete(self) -> DatasetRecord:
-        return complete_dataset(self.dataset)
+        return complete_dataset(self.dataset, self.run.settings.max_retryable_share)
 
     def publish(self) -> None:
         publish_parquet(self.dataset, self.run.settings)

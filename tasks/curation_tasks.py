@@ -77,11 +77,13 @@ def _not_a_service_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def _worth_listing_again(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a listing only when it may heal: not too few images, nor a missing container or a refused credential."""
+    """Retry a listing only when it may heal: not too few images, nor a missing container or a refused credential.
+    Nor an endpoint that could not be reached: the Azure client already tried to connect for its whole bound
+    (storage.AZURE_RETRIES_AND_TIMEOUTS, about 20 s), and a task retry would multiply it."""
     error = state.data if isinstance(state.data, BaseException) else None
     if isinstance(error, (DatasetTooSmall, ValueError)):
         return False
-    return not isinstance(error, StorageError) or error.transient
+    return not isinstance(error, StorageError) or (error.transient and not error.unreachable)
 
 
 def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -210,15 +212,16 @@ def write_results(store: DatasetStore) -> WrittenCounts:
     """Write files, metadata and embeddings Parquet from every shard's stored results."""
     written = write_dataset_results(store)
     get_run_logger().info(
-        "dataset %s: results written, %d images, %d failed", store.dataset_id, written.images, written.failed
+        "dataset %s: results written, %d images, %d failed (%d retryable)",
+        store.dataset_id, written.images, written.failed, written.retryable,
     )
     return written
 
 
 @task(name="complete-dataset", **PRIVATE)
-def complete_dataset(store: DatasetStore) -> DatasetRecord:
-    """Mark the dataset Completed (or Failed when every image failed)."""
-    record = complete(store)
+def complete_dataset(store: DatasetStore, max_retryable_share: float = 1.0) -> DatasetRecord:
+    """Mark the dataset Completed, or Failed when every image failed or too many failed for a transient reason."""
+    record = complete(store, max_retryable_share)
     get_run_logger().info("dataset %s %s", store.dataset_id, record.status.value)
     return record
 

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from curation.dataset import versions
 from curation.dataset.catalog import Catalog, DatasetStore, Table
 from curation.dataset.registry import DatasetRecord
+from curation.ingest import steps
 from curation.ingest.storage import open_storage
 from curation.ingest.validation import ValidationReport, require_enough, validate_listing
 from curation.settings import Settings
@@ -63,6 +64,23 @@ def plan_version(store: DatasetStore, report: ValidationReport) -> VersionPlan:
     return plan
 
 
+@task(name="plan-retry", **PRIVATE)
+def plan_retry(settings: Settings, store: DatasetStore, config: StorageConfig) -> VersionPlan | None:
+    """A written dataset's images that failed for a transient reason, as the next version's delta; None when it has
+    none (an unfinished dataset is then resumed shard by shard)."""
+    blobs = versions.retryable_blobs(store)
+    if not blobs:
+        return None
+    steps.require_same_storage(store.load_record(), open_storage(config, settings))
+    adopted = versions.adopt_curation(store)  # so the retried images join the lineage as the next version
+    plan = VersionPlan(versions.current_version(store) + 1, versions.Delta(new=blobs, changed=[]))
+    get_run_logger().info(
+        "dataset %s: %d images failed for a transient reason; processing them again as version %d%s",
+        store.dataset_id, len(blobs), plan.version, " (its curation adopted as version 1)" if adopted else "",
+    )
+    return plan
+
+
 @task(name="register-staging", **PRIVATE)
 def register_staging(catalog: Catalog, target: DatasetRecord, plan: VersionPlan) -> DatasetRecord:
     """Register the hidden staging dataset that curates the delta (erasing leftovers of crashed runs)."""
@@ -105,6 +123,18 @@ def drop_staging(catalog: Catalog, target_id: str, staging_id: str) -> None:
     versions.drop_staging(catalog, target_id, staging_id)
 
 
+def version_line(name: str, dataset_id: str, summary: dict[str, Any]) -> str:
+    """What a version added, in words that match what happened (failures only when there were any)."""
+    failed, retryable = summary.get("failed", 0), summary.get("retryable", 0)
+    failures = ""
+    if failed:
+        failures = f", {failed} failed" + (f" ({retryable} for a transient reason: the next run retries them)" if retryable else "")
+    return (
+        f"**{name}** (`{dataset_id}`) version {summary['version']}: {summary['added']} added, "
+        f"{summary['changed']} changed{failures}; {summary['images']} images in the dataset."
+    )
+
+
 @task(name="publish-version-report", persist_result=False)
 def publish_version_report(store: DatasetStore, summary: dict[str, Any]) -> None:
     """Publish a short Markdown artifact: the version added, or that nothing was new."""
@@ -114,9 +144,5 @@ def publish_version_report(store: DatasetStore, summary: dict[str, Any]) -> None
     if summary.get("version") is None:
         text = f"**{record.name}** (`{dataset_id}`): nothing new since version {record.version or 0}."
     else:
-        text = (
-            f"**{record.name}** (`{dataset_id}`) version {summary['version']}: {summary['added']} added, "
-            f"{summary['changed']} changed, {summary['failed']} failed (retried by the next run); "
-            f"{summary['images']} images in the dataset."
-        )
+        text = version_line(record.name, dataset_id, summary)
     create_markdown_artifact(key=f"curation-versions-{dataset_id}", markdown=text, description="curate-new-blobs")

@@ -2,6 +2,11 @@
 
 Azurite is pinned in ``package.json`` / ``package-lock.json`` at the repository
 root and installed into ``node_modules`` by ``npm ci`` (``make test`` does this).
+
+``run_azurite(workdir, oauth=True)`` serves HTTPS with a self-signed certificate
+for 127.0.0.1 and accepts bearer tokens (``--oauth basic``: Azurite checks a
+token's issuer, audience and lifetime, not its signature), so Azure AD sign-in
+and user delegation keys can be tested; ``azure_ad_token`` makes such a token.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AZURITE_BLOB_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+# AZURITE_BLOB_BIN overrides the pinned binary, e.g. to try a newer Azurite without changing the pin.
+AZURITE_BLOB_BIN = Path(os.environ.get("AZURITE_BLOB_BIN") or REPO_ROOT / "node_modules" / ".bin" / "azurite-blob")
+
+
+def azurite_version() -> tuple[int, ...]:
+    """The version of the Azurite that run_azurite starts (from its package.json), e.g. (3, 35, 0)."""
+    import json
+
+    package = AZURITE_BLOB_BIN.parent.parent / "azurite" / "package.json"
+    return tuple(int(part) for part in json.loads(package.read_text())["version"].split(".")[:3])
 
 HOST = "127.0.0.1"
 DEV_ACCOUNT_NAME = "devstoreaccount1"
@@ -26,7 +40,7 @@ DEV_ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
-STARTUP_TIMEOUT_S = 30.0
+STARTUP_TIMEOUT_S = 180.0  # a deadline only: Azurite answers as soon as it listens
 SHUTDOWN_TIMEOUT_S = 5.0
 _PORT_ATTEMPTS = 3
 
@@ -39,10 +53,57 @@ class AzuriteError(RuntimeError):
 class AzuriteEndpoint:
     account_name: str
     account_key: str
-    blob_endpoint: str  # e.g. http://127.0.0.1:PORT/devstoreaccount1
+    blob_endpoint: str  # e.g. http://127.0.0.1:PORT/devstoreaccount1 (https:// with oauth)
     connection_string: str
     host: str
     port: int
+    cert: Path | None = None  # with oauth: the self-signed certificate to trust (PEM)
+
+
+def _self_signed_cert(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1, valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = workdir / "azurite-cert.pem", workdir / "azurite-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def azure_ad_token(object_id: str = "5f0c6a8e-1c1f-4c55-9e6b-0b7f5d3f0a11",
+                   tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47", lifetime_s: int = 3600) -> tuple[str, int]:
+    """An unsigned Azure AD access token for storage that Azurite's ``--oauth basic`` accepts, and its expiry."""
+    import base64
+    import json
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    claims = {
+        "aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{tenant_id}/",
+        "iat": now - 300, "nbf": now - 300, "exp": now + lifetime_s, "oid": object_id, "tid": tenant_id,
+    }
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.", now + lifetime_s
 
 
 def _free_port() -> int:
@@ -86,7 +147,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _start(workdir: Path, port: int) -> subprocess.Popen | str:
+def _start(workdir: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen | str:
     """Start Azurite on ``port``; return the process, or an error text if it died."""
     stdout_path = workdir / f"azurite-{port}.stdout.log"
     stderr_path = workdir / f"azurite-{port}.stderr.log"
@@ -99,6 +160,7 @@ def _start(workdir: Path, port: int) -> subprocess.Popen | str:
         "--skipApiVersionCheck",
         "--loose",
         "--disableTelemetry",
+        *(extra or []),
     ]
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
@@ -131,11 +193,12 @@ def _start(workdir: Path, port: int) -> subprocess.Popen | str:
 
 
 @contextmanager
-def run_azurite(workdir: Path) -> Iterator[AzuriteEndpoint]:
+def run_azurite(workdir: Path, oauth: bool = False) -> Iterator[AzuriteEndpoint]:
     """Start azurite-blob on a free 127.0.0.1 port with data in ``workdir``.
 
     Yields an :class:`AzuriteEndpoint`; the process is terminated on exit
-    (killed if it has not exited within 5 s).
+    (killed if it has not exited within 5 s). With ``oauth``, it serves HTTPS
+    (``endpoint.cert`` is the certificate to trust) and accepts bearer tokens.
     """
     if not AZURITE_BLOB_BIN.exists():
         raise AzuriteError(
@@ -145,11 +208,16 @@ def run_azurite(workdir: Path) -> Iterator[AzuriteEndpoint]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
+    cert = None
+    extra: list[str] = []
+    if oauth:
+        cert, key = _self_signed_cert(workdir)
+        extra = ["--cert", str(cert), "--key", str(key), "--oauth", "basic"]
     errors: list[str] = []
     started = None
     for _ in range(_PORT_ATTEMPTS):  # retry only if the free port was grabbed meanwhile
         port = _free_port()
-        result = _start(workdir, port)
+        result = _start(workdir, port, extra)
         if not isinstance(result, str):
             started = port, result
             break
@@ -160,19 +228,21 @@ def run_azurite(workdir: Path) -> Iterator[AzuriteEndpoint]:
         raise AzuriteError("\n\n".join(errors))
 
     port, proc = started
-    blob_endpoint = f"http://{HOST}:{port}/{DEV_ACCOUNT_NAME}"
+    scheme = "https" if oauth else "http"
+    blob_endpoint = f"{scheme}://{HOST}:{port}/{DEV_ACCOUNT_NAME}"
     endpoint = AzuriteEndpoint(
         account_name=DEV_ACCOUNT_NAME,
         account_key=DEV_ACCOUNT_KEY,
         blob_endpoint=blob_endpoint,
         connection_string=(
-            "DefaultEndpointsProtocol=http;"
+            f"DefaultEndpointsProtocol={scheme};"
             f"AccountName={DEV_ACCOUNT_NAME};"
             f"AccountKey={DEV_ACCOUNT_KEY};"
             f"BlobEndpoint={blob_endpoint};"
         ),
         host=HOST,
         port=port,
+        cert=cert,
     )
     try:
         yield endpoint

@@ -82,6 +82,10 @@ class PathRefused(ValueError):
     """A stored relative path that would leave the data root (absolute, `..`, or a link pointing outside)."""
 
 
+class DatasetProcessing(ValueError):
+    """A Processing dataset cannot be deleted: its run still writes into its folder."""
+
+
 @dataclass(frozen=True)
 class _Layout:
     """The file names of one dataset, used by `DatasetStore` only."""
@@ -239,13 +243,25 @@ class DatasetStore:
         """Mark the dataset Failed with a reason a person can act on."""
         return self.update_record(status=Status.FAILED, failure_reason=reason)
 
-    def delete(self) -> None:
-        """Erase the dataset and its results; the demo dataset is refused (DemoDatasetProtected)."""
+    def deletable(self) -> DatasetRecord:
+        """The record of a dataset that may be deleted; DemoDatasetProtected for the demo dataset, DatasetProcessing
+        while a run writes into it (deleting it then would end that run with an error), DatasetNotFound."""
         record = self.load_record()
         if record.type == DatasetType.DEMO:
             raise DemoDatasetProtected(
                 f"dataset {self.dataset_id} ({record.name!r}) is the demo dataset and cannot be deleted"
             )
+        if record.status == Status.PROCESSING:
+            raise DatasetProcessing(
+                f"dataset {self.dataset_id} ({record.name!r}) is Processing: wait for it to end, or mark it Failed "
+                "with `curation stale --mark-failed`, before deleting it"
+            )
+        return record
+
+    def delete(self) -> None:
+        """Erase the dataset and its results; refused for the demo dataset (DemoDatasetProtected) and a Processing
+        one (DatasetProcessing)."""
+        self.deletable()
         shutil.rmtree(self._layout.dir)
 
     def erase(self) -> None:

@@ -44,6 +44,12 @@ class Counts(BaseModel):
     rejected: dict[str, int] = Field(default_factory=dict)
     processed: int = 0
     failed: int = 0
+    retryable: int = 0  # of the failed: a transient cause; `curation curate --resume ID` processes them again
+
+
+class TransientFailures(RuntimeError):
+    """A run ended with more images failed for a transient reason than CURATION_MAX_RETRYABLE_SHARE allows, or a
+    retry of such images processed none of them; the images are kept as retryable, so a later run processes them."""
 
 
 class DatasetFailed(RuntimeError):

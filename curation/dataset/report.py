@@ -10,6 +10,7 @@ from typing import Any
 
 from curation.dataset.catalog import DatasetStore, Table
 from curation.dataset.counts import class_counts
+from curation.inference import result_pages
 from curation.dataset.registry import Status
 
 
@@ -59,6 +60,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         f"{c['found']} found, {c['accepted']} accepted, {c['processed']} processed, {c['failed']} failed.",
     ]
+    if c.get("retryable"):
+        lines.append(
+            f"{c['retryable']} of the failed images failed for a transient reason (storage unreachable or throttled): "
+            f"`curation curate --resume {report['dataset_id']}` processes them again."
+        )
     if report["seconds"]:
         lines.append(f"Took {report['seconds']} s ({report['images_per_second']} images/s).")
     if report["failure_reason"]:
@@ -103,6 +109,7 @@ def dataset_summary(store: DatasetStore) -> dict[str, Any]:
         "name": record.name,
         "images": files.height,
         "failed": files["error"].is_not_null().sum(),
+        "retryable": files["error"].str.starts_with(result_pages.RETRYABLE).sum(),
         "top_labels": top,
         "duplicates": 0,
         "quality_flags": {},
@@ -120,7 +127,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"## Summary of {summary['name']} ({summary['dataset_id']})",
         "",
-        f"{summary['images']} images, {summary['failed']} failed, {summary['duplicates']} in duplicate groups.",
+        f"{summary['images']} images, {summary['failed']} failed"
+        + (f" ({summary['retryable']} retryable)" if summary.get("retryable") else "")
+        + f", {summary['duplicates']} in duplicate groups.",
         "",
         "| category | most common | images | share |",
         "|---|---|---|---|",

@@ -21,9 +21,10 @@ from curation.taxonomy import Taxonomy
 class WrittenCounts:
     images: int
     failed: int
+    retryable: int = 0  # of the failed: a transient cause (result_pages.is_retryable)
 
 
-NO_RESULT = "no result from the inference service"
+NO_RESULT = f"{result_pages.RETRYABLE}no result from the inference service"
 ROW_GROUP_ROWS = 64_000
 
 
@@ -114,7 +115,7 @@ def write_results(
         metadata.write(_metadata_columns(unanswered, schema))
     del order, known
     write_embeddings(store, embeddings.ids, embeddings.collected())
-    images = failed_count = 0
+    images = failed_count = retryable = 0
     with store.writer(Table.FILES, FILES_SCHEMA, row_group_size) as files:
         for shard in store.iter_files_shards(FILES_SCHEMA.names):
             table = shard.cast(FILES_SCHEMA)
@@ -124,9 +125,10 @@ def write_results(
             ]
             images += table.num_rows
             failed_count += sum(e is not None for e in merged)
+            retryable += sum(map(result_pages.is_retryable, merged))
             column = FILES_SCHEMA.get_field_index("error")
             files.write(table.set_column(column, FILES_SCHEMA.field("error"), pa.array(merged, pa.string())))
-    return WrittenCounts(images=images, failed=failed_count)
+    return WrittenCounts(images=images, failed=failed_count, retryable=retryable)
 
 
 def write_embeddings(store: DatasetStore, ids: list[str], matrix: np.ndarray) -> None:

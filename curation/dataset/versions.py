@@ -5,11 +5,12 @@ A dataset curated by `curate-new-blobs` keeps, beside its tables:
 - the lineage table (LINEAGE_SCHEMA): one row per image a committed version curated: which blob (name, change
   token, size), which version and which Prefect flow run. It is what the next run diffs the listing against, so it
   is written LAST: the commit point of a version.
-- the versions manifest: one entry per version (version, flow_run_id, created, added, changed, failed, images).
+- the versions manifest: one entry per version (version, flow_run_id, created, added, changed, failed, retryable, images).
 
 What counts as curated: an image that succeeded, or whose bytes do not decode (the same bytes would fail again; it
-is retried once the blob changes). An image that failed to be read, fetched or tagged is not recorded, so the next
-run retries it.
+is retried once the blob changes). An image that failed to be read or tagged, or failed for a transient reason
+(storage unreachable or throttled: `result_pages.is_retryable`), is not recorded, so the next run retries it.
+`curation curate --resume ID` on a written dataset curates its retryable images the same way, as a version.
 
 Adding version N never touches the dataset the viewer reads until it is complete. The delta is curated as a hidden
 staging dataset (`parent_id` = the target); `build_version` then turns the staging folder into the whole version N
@@ -36,6 +37,7 @@ from curation.dataset.catalog import Catalog, DatasetStore, Document, Table
 from curation.dataset.parquet_io import FILES_SCHEMA
 from curation.dataset.registry import Counts, DatasetRecord, Status, now_utc
 from curation.dataset.results import write_embeddings
+from curation.inference.result_pages import RETRYABLE, is_retryable
 from curation.ingest.ids import image_id_for
 from curation.ingest.storage import BlobInfo
 from curation.ingest.validation import ValidationReport
@@ -155,8 +157,24 @@ def adopt_curation(store: DatasetStore) -> dict[str, Any] | None:
 
 
 def is_retried(error: str | None, width: int | None) -> bool:
-    """A failed image is retried by the next run unless its bytes were read and do not decode."""
-    return error is not None and (width is not None or error.startswith("cannot read"))
+    """A failed image is retried by the next run unless its bytes were read and do not decode; one that failed for
+    a transient reason (result_pages.is_retryable) always is."""
+    return error is not None and (width is not None or error.startswith("cannot read") or is_retryable(error))
+
+
+def retryable_blobs(store: DatasetStore) -> list[BlobInfo]:
+    """The blobs of a written dataset whose images failed for a transient reason, with their registered change
+    tokens (None when the listing kept none)."""
+    if not store.has(Table.FILES):
+        return []
+    files = store.frame(Table.FILES, columns=["blob_name", "size", "error"])
+    files = files.filter(pl.col("error").str.starts_with(RETRYABLE))
+    tokens: dict[str, str | None] = {}
+    if files.height and store.has(Table.LISTING):
+        listing = store.read(Table.LISTING)
+        if "etag" in listing.column_names:
+            tokens = dict(zip(listing["name"].to_pylist(), listing["etag"].to_pylist(), strict=True))
+    return [BlobInfo(name, size, tokens.get(name)) for name, size in files.select("blob_name", "size").iter_rows()]
 
 
 def lineage_rows(
@@ -264,7 +282,8 @@ def commit_version(
     store.write_json(Document.VERSIONS, versions)
     errors = store.frame(Table.FILES, columns=["error"])["error"]
     counts = Counts(found=report.found, accepted=len(errors), rejected=report.rejected,
-                    processed=errors.null_count(), failed=len(errors) - errors.null_count())
+                    processed=errors.null_count(), failed=len(errors) - errors.null_count(),
+                    retryable=int(errors.str.starts_with(RETRYABLE).sum()))
     record = store.update_record(version=entry["version"], counts=counts)
     store.remove_thumbnails(orphans)
     return record
@@ -276,7 +295,8 @@ def version_entry(
     """The manifest entry: images added and changed successfully, delta images that failed, images in the dataset."""
     ok = set(rows.filter(pl.col("error").is_null())["blob_name"])
     delta_ids = {image_id_for(b.name) for b in delta.blobs}
-    failed = files.filter(pl.col("image_id").is_in(delta_ids) & pl.col("error").is_not_null()).height
+    failed = files.filter(pl.col("image_id").is_in(delta_ids) & pl.col("error").is_not_null())
     return {"version": version, "flow_run_id": flow_run_id, "created": now.isoformat(),
             "added": sum(b.name in ok for b in delta.new), "changed": sum(b.name in ok for b in delta.changed),
-            "failed": failed, "images": files.height}
+            "failed": failed.height, "retryable": int(failed["error"].str.starts_with(RETRYABLE).sum()),
+            "images": files.height}

@@ -21,6 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+# An image whose error starts with this failed for a transient reason (storage unreachable or throttled after the
+# service's retries, or no result came back): a later run may succeed, so resume and curate-new-blobs process it again.
+RETRYABLE = "retryable: "
+
+
+def is_retryable(error: str | None) -> bool:
+    """Whether an image's error is worth processing again later (see RETRYABLE)."""
+    return error is not None and error.startswith(RETRYABLE)
 
 
 class ResultLike(Protocol):

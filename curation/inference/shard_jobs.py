@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from curation.inference.client import ServiceError
-from curation.inference.replicas import Replica
+from curation.inference.client import JobNotFound, ServiceError, TransientServiceError
+from curation.inference.replicas import Replica, Replicas
 from curation.ingest.storage import BlobInfo
 
 if TYPE_CHECKING:
@@ -128,6 +128,31 @@ def candidates(replicas: list[Replica], shard: int, attempt: int, avoid: set[str
 def lose(store: DatasetStore, job: ShardJob, reason: str) -> ShardJob:
     """Mark a shard's job lost (its replica is down or forgot it), so the tracker re-submits the shard."""
     return save_job(store, job.model_copy(update={"status": LOST, "reason": reason}))
+
+
+def reclaim(replicas: Replicas, job: ShardJob, avoid: set[str]) -> tuple[ShardJob | None, str | None]:
+    """Take back a lost shard's job if its replica still has it, before the shard is submitted again.
+
+    A service restarted from its journal finishes the jobs it had (the shard was marked lost while it was down, or
+    a failed run is resumed): a new job would process and charge every image twice, and nobody would release the
+    old one, whose journal holds signed URLs. Returns (the job as its replica reports it, None); (None, None) when
+    there is nothing to take back (the replica is no longer configured, forgot the job, or failed it: a failed job
+    is released); (None, replica name) when the replica does not answer, for the caller to avoid it."""
+    replica = replicas.get(job.replica)
+    if replica is None or job.replica in avoid:
+        return None, None
+    client = replicas.client(replica)
+    try:
+        status = client.job_status(job.job_id)
+        if status.status in (PROCESSING, COMPLETED) and status.total == job.count:
+            update = {"status": status.status, "done": status.done, "failed": status.failed, "reason": None}
+            return job.model_copy(update=update), None
+        client.release_job(job.job_id)  # failed (or not this shard's): it is superseded by the new job
+    except TransientServiceError:
+        return None, job.replica
+    except (JobNotFound, ServiceError):  # forgotten, or refused: nothing to take back
+        pass
+    return None, None
 
 
 def aggregate(jobs: list[ShardJob], down: set[str]) -> Progress:

@@ -63,6 +63,13 @@ def submit_shard(
     previous = shard_jobs.load_job(store, shard)
     if previous and previous.content == content and previous.attempt >= attempt and previous.status != shard_jobs.LOST:
         return _submitted(previous, ())
+    if previous and previous.content == content and previous.status == shard_jobs.LOST:
+        # Its replica may still have the job (a restarted service finishes it from its journal): take it back
+        # rather than process and charge the images twice; a failed one is released there.
+        reclaimed, down = shard_jobs.reclaim(replicas, previous, set(avoid))
+        if reclaimed is not None:
+            return _submitted(shard_jobs.save_job(store, reclaimed), ())
+        avoid = (*avoid, down) if down else avoid
     items = sign_items(storage, settings, blobs)
     key = shard_jobs.idempotency_key(store.dataset_id, shard, content, attempt)
     unreachable: list[str] = []

@@ -20,6 +20,7 @@ import atexit
 import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import deque
@@ -37,6 +38,7 @@ R = TypeVar("R")
 PRELOAD = ("numpy", "PIL.Image", "scipy.fft", "curation.inference.imaging", "curation.analysis.quality", "curation.inference.models.cpu_features",
            "onnxruntime", "curation.inference.models.cnn")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_PR_SET_PDEATHSIG = 1  # Linux prctl option
 SOLO_ATTEMPTS = 2  # after a crash, each image of the batch is retried alone this many times
 
 _lock = threading.Lock()
@@ -44,10 +46,26 @@ _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
+def _die_with_parent() -> None:
+    """Have Linux kill this worker when its parent (the fork server) ends. The fork server ends when the process that
+    uses the pool dies, even by SIGKILL (it reads EOF on its pipe), so no worker outlives a killed CLI (issue #17)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect: no signal will come
+        os._exit(1)
+
+
 def _init_worker() -> None:
-    """Per worker: one BLAS thread (the pool already fills every core; OpenBLAS threads spinning against each
-    other on a busy machine make a dot product 100x slower), and a heap that keeps freed memory: without it,
-    glibc maps and unmaps every array over 128 KiB afresh, which made the signals and features 3-4x slower."""
+    """Per worker: the parent-death signal (`_die_with_parent`), one BLAS thread (the pool already fills every
+    core; OpenBLAS threads spinning against each other on a busy machine make a dot product 100x slower), and a heap
+    that keeps freed memory: without it, glibc maps and unmaps every array over 128 KiB afresh, which made the
+    signals and features 3-4x slower."""
+    _die_with_parent()
     try:
         from threadpoolctl import threadpool_limits
 

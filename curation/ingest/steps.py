@@ -48,15 +48,20 @@ def resume_dataset(store: DatasetStore, storage: Storage) -> tuple[DatasetRecord
     dataset_id = store.dataset_id
     record = store.load_record()
     if record.status == Status.COMPLETED:
-        raise ValueError(f"dataset {dataset_id} is already Completed; nothing to resume")
-    described = storage.descriptor()
-    if any(described.get(k) != record.storage.get(k) for k in ("kind", "container_name", "path", "prefix")):
-        raise ValueError(f"dataset {dataset_id} was curated from other storage: {record.storage}")
+        raise ValueError(f"dataset {dataset_id} is already Completed, with no retryable images; nothing to resume")
+    require_same_storage(record, storage)
     if not store.has(Table.LISTING):
         raise ValueError(f"dataset {dataset_id} has no registered listing to resume from; curate it again")
     listing = store.read(Table.LISTING).to_pylist()
     record = store.update_record(status=Status.PROCESSING, failure_reason=None)
     return record, [BlobInfo(row["name"], row["size"], row.get("etag")) for row in listing]
+
+
+def require_same_storage(record: DatasetRecord, storage: Storage) -> None:
+    """A dataset is resumed from the storage it was curated from (ValueError otherwise)."""
+    described = storage.descriptor()
+    if any(described.get(k) != record.storage.get(k) for k in ("kind", "container_name", "path", "prefix")):
+        raise ValueError(f"dataset {record.id} was curated from other storage: {record.storage}")
 
 
 def storage_of(record: DatasetRecord) -> StorageConfig:
@@ -65,4 +70,5 @@ def storage_of(record: DatasetRecord) -> StorageConfig:
     if d.get("kind") == "local":
         return LocalStorageConfig(path=d["path"], prefix=d.get("prefix"))
     keys = ("container_name", "account_name", "account_url", "prefix", "credentials_block", "secret_block")
-    return AzureStorageConfig(**{k: d.get(k) for k in keys})
+    principal = ("tenant_id", "client_id")  # Azure AD: the service principal's ids (its secret comes as the key's)
+    return AzureStorageConfig(**{k: d.get(k) for k in keys + principal}, azure_ad=bool(d.get("azure_ad")))

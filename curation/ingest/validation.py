@@ -29,10 +29,20 @@ class ValidationReport:
         return f"{self.found} blobs found, {len(self.accepted)} accepted, rejected: {reasons}"
 
 
+HIDDEN = "hidden file"
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a blob's name or any folder on its path starts with '.' (".DS_Store", ".thumbs/a.jpg")."""
+    return any(part.startswith(".") for part in name.split("/") if part)
+
+
 def rejection_reason(blob: BlobInfo) -> str | None:
-    """None when the blob is an acceptable image, else why not."""
+    """None when the blob is an acceptable image, else why not. The same rules for a folder and a container."""
     if blob.unusable:
         return blob.unusable
+    if is_hidden(blob.name):
+        return HIDDEN
     suffix = PurePosixPath(blob.name).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
         return f"unsupported extension '{suffix or '(none)'}'"
@@ -61,5 +71,5 @@ def require_enough(report: ValidationReport, min_images: int) -> None:
     if len(report.accepted) < min_images:
         raise DatasetTooSmall(
             f"not enough images to make a dataset: need at least {min_images} acceptable images "
-            f"(jpg, jpeg, png or bmp, larger than 0 bytes), got {len(report.accepted)}. {report.summary()}"
+            f"(jpg, jpeg, png or bmp, larger than 0 bytes, not hidden), got {len(report.accepted)}. {report.summary()}"
         )

@@ -34,6 +34,11 @@ Selections = Mapping[str, Sequence[str | None]]
 ANALYTICS_COLUMNS = ("anomaly_score", "similar_ids", "similar_distances", "duplicate_group", "quality_flags")
 
 
+def class_label(cls: str | None) -> str:
+    """How every view writes a class: "dawn/dusk" for the stored `dawn_dusk`, "None" for a null tag."""
+    return "None" if cls is None or cls == NONE_LABEL else str(cls).replace("_", "/")
+
+
 def load_images(store: DatasetStore) -> pl.DataFrame:
     """One row per image: files joined with metadata, and the 3D layout and analytics when present.
 
@@ -299,12 +304,12 @@ def teach_summary_lines(summary: Mapping[str, Any]) -> list[str]:
     """Plain-text lines telling what a teach run did (the view escapes them)."""
     lines = [f"Taught {summary['meta_model']} (was {summary['previous_meta_model']}); every image re-tagged."]
     for category, info in summary["categories"].items():
-        labelled = ", ".join(f"{c} {n}" for c, n in info["labelled"].items())
-        tagged = ", ".join(f"{c} {n:,}" for c, n in info.get("tagged", {}).items())
+        labelled = ", ".join(f"{class_label(c)} {n}" for c, n in info["labelled"].items())
+        tagged = ", ".join(f"{class_label(c)} {n:,}" for c, n in info.get("tagged", {}).items())
         accuracy = info["train_accuracy"]
         lines.append(f"{category}: {labelled} labelled; training accuracy {accuracy:.0%}; tags now {tagged}.")
         if info.get("ignored_classes"):
-            few = ", ".join(f"{c} {n}" for c, n in info["ignored_classes"].items())
+            few = ", ".join(f"{class_label(c)} {n}" for c, n in info["ignored_classes"].items())
             lines.append(f"{category}: not learnt (too few labels): {few}.")
     for category, reason in summary.get("skipped", {}).items():
         if reason != "no labels":

@@ -79,7 +79,7 @@ def test_two_curations_of_one_container_at_once(azurite, settings):
 
     def curate(n: int) -> None:
         try:
-            start.wait(timeout=30)
+            start.wait(timeout=180)  # a deadline only
             ids[n] = Curation(settings=run).curate_dataset(f"run {n}", config, wait=True)
         except BaseException as exc:  # reported below
             errors.append(exc)

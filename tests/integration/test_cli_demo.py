@@ -1,48 +1,62 @@
-"""The CLI as a user runs it: the demo on the embedded service, and clear errors for wrong input."""
+"""The CLI as a user runs it: the demo on the embedded service, and clear errors for wrong input.
+
+Commands run in this process through typer's CliRunner; a separate process only where the test needs one: the demo
+end to end once, and what Prefect prints to the real console (its console handler holds the process's stderr).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner, Result
 
+from curation import cli as cli_module
 from curation.dataset.catalog import Catalog, Table
+from curation.settings import Settings, use_settings
 from tests.images import write_images
+from tests.integration.helpers import new_container, upload_images
 
 CURATION = Path(sys.executable).parent / "curation"
 
 
-@dataclass
-class Result:
-    exit_code: int
-    output: str
-
-
-class Cli:
-    """Runs the installed `curation` command in a subprocess, against the session's Prefect server."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def invoke(self, args: list[str]) -> Result:
-        done = subprocess.run([str(CURATION), *args], env=self.env, capture_output=True, text=True, timeout=600)
-        return Result(done.returncode, done.stdout + done.stderr)
-
-
 def last_line(result: Result) -> str:
-    """Our own closing message (Prefect's run logs, tracebacks included, come before it)."""
+    """Our own closing message."""
     lines = [line for line in result.output.splitlines() if line.strip()]
     return next(line for line in lines if line.startswith("error:"))
 
 
+class Cli:
+    """Runs `curation` commands in this process (CliRunner), with the test's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def invoke(self, args: list[str]) -> Result:
+        with use_settings(self.settings):
+            return CliRunner().invoke(cli_module.app, args)
+
+
 @pytest.fixture()
-def cli(tmp_path):
+def cli(tmp_path, monkeypatch) -> Iterator[Cli]:
+    for name in [k for k in os.environ if k.startswith("CURATION_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "200")
+    yield Cli(Settings(data_root=tmp_path / "data", poll_interval_s=0.2))
+    for handler in logging.getLogger().handlers:  # what a command without --debug installed on Prefect's console
+        for installed in [f for f in handler.filters if isinstance(f, cli_module._NoRunFailureTracebacks)]:
+            handler.removeFilter(installed)
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `curation` process against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
@@ -51,15 +65,22 @@ def cli(tmp_path):
         CURATION_POLL_INTERVAL_S="0.2",
         PREFECT_API_URL=str(PREFECT_API_URL.value()),
         COLUMNS="200",
+        **extra,
     )
-    return Cli(env)
+    return env
+
+
+def run_curation(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """The installed `curation` command in a process of its own: exit code, stdout and stderr."""
+    done = subprocess.run([str(CURATION), *args], check=False, env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
 
 
 def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
-    result = cli.invoke(["demo"])
-    assert result.exit_code == 0, result.output
-    assert "Completed" in result.output and "images per class" in result.output
-    assert "agreement with the labels: time" in result.output
+    code, output = run_curation(["demo"], subprocess_env(tmp_path))  # as a user runs it, once
+    assert code == 0, output
+    assert "Completed" in output and "images per class" in output
+    assert "agreement with the labels: time" in output
     catalog = Catalog(tmp_path / "data")
     [record] = catalog.records(include_staging=True)
     store = catalog.dataset(record.id)
@@ -114,6 +135,7 @@ def test_curate_of_a_dataset_that_fails_exits_1_with_the_reason(cli, tmp_path):
     assert "reason: all 31 images failed; first error: not a recognised image format" in result.output
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # e.g. the progress bar's thread
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -130,3 +152,43 @@ def test_wrong_input_gets_a_clear_message(cli, args, message):
     assert result.exit_code == 1
     assert message in result.output
     assert last_line(result).startswith("error:")
+
+
+def test_a_failed_curation_shows_no_traceback_unless_debug(tmp_path):
+    """Prefect's run loggers print the failure with its traceback (about 80 lines) on the real console: without
+    --debug the CLI's one-line error is all there is; with --debug the traceback is there too."""
+    write_images(tmp_path / "few", 5)
+    args = ["curate", "--name", "few", "--local", str(tmp_path / "few")]
+    env = subprocess_env(tmp_path)
+
+    code, output = run_curation(args, env)
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if "not enough images" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: not enough images"), output
+
+    code, output = run_curation(["--debug", *args], env)
+    assert code == 1, output
+    assert "Traceback (most recent call last)" in output and "DatasetTooSmall" in output, output
+
+
+def test_the_hint_about_an_expired_sas_is_printed_once(azurite, tmp_path):
+    """Every image refused (403) because the signed URLs expired: the reason, with its hint, is printed once."""
+    container = new_container(azurite)
+    upload_images(container, 32)
+    env = subprocess_env(
+        tmp_path,
+        CURATION_AZURE_ACCOUNT_KEY=azurite.account_key,
+        CURATION_SAS_EXPIRY_MINUTES="-1",  # signed valid from -5 min to -1 min
+        CURATION_ALLOW_PRIVATE_HOSTS="true",  # Azurite is on loopback
+    )
+    code, output = run_curation(
+        ["curate", "--name", "expired", "--container", container.container_name,
+         "--account-name", azurite.account_name, "--account-url", azurite.blob_endpoint],
+        env,
+    )
+    assert code == 1, output
+    assert "reason: all 32 images failed; first error: HTTP 403" in output, output
+    assert output.count("CURATION_SAS_EXPIRY_MINUTES") == 1, output
+    assert output.count("expired SAS") == 1, output
+    assert azurite.account_key not in output

@@ -31,7 +31,7 @@ def test_two_curations_of_one_folder_at_once(tmp_path, settings, monkeypatch):
     def run(n: int) -> None:
         try:
             cr = Curation(settings=embedded)
-            start.wait(timeout=30)
+            start.wait(timeout=180)  # a deadline only
             ids[n] = cr.curate_dataset(f"concurrent {n}", config, wait=True)
         except BaseException as exc:  # reported below
             errors[n] = exc

@@ -89,3 +89,41 @@ def test_a_missing_block_is_a_clear_error_and_registers_nothing(settings):
     with pytest.raises(ValueError, match="no-such-block"):
         cr.curate_dataset("missing block", storage, wait=True)
     assert cr.list_datasets() == []
+
+
+def test_an_azure_ad_service_principal_from_blocks_signs_with_a_user_delegation_key():
+    """Issue #17: a CurationAzureCredentials block (or a Secret block) can hold an Azure AD service principal; the
+    config it fills uses Azure AD (a user delegation key signs each blob's read SAS), and the client secret never
+    shows in the config's JSON, its repr or the storage descriptor a record keeps."""
+    from pydantic import SecretStr, ValidationError
+
+    from curation.ingest.storage import AzureBlobStorage, open_storage
+    from curation.settings import Settings
+
+    suffix = uuid.uuid4().hex[:8]
+    secret = f"client-secret-{suffix}-not-real"
+    CurationAzureCredentials(
+        account_name="acct", tenant_id="tenant-1", client_id="app-1", client_secret=SecretStr(secret)
+    ).save(f"principal-{suffix}")
+    loaded = load_storage_credentials(AzureStorageConfig(container_name="c", credentials_block=f"principal-{suffix}"))
+    assert loaded.uses_azure_ad() and (loaded.tenant_id, loaded.client_id, loaded.account_name) == ("tenant-1", "app-1", "acct")
+    assert loaded.client_secret.get_secret_value() == secret
+    storage = open_storage(loaded, Settings())
+    assert isinstance(storage, AzureBlobStorage) and storage._service is not None and storage._key is None
+    for text in (loaded.model_dump_json(), repr(loaded), json.dumps(storage.descriptor())):
+        assert secret not in text
+    assert storage.descriptor()["client_id"] == "app-1"
+
+    # A Secret block holds the client secret when the config names the service principal.
+    Secret(value=secret).save(f"principal-secret-{suffix}")
+    config = AzureStorageConfig(
+        container_name="c", account_name="acct", tenant_id="tenant-1", client_id="app-1",
+        secret_block=f"principal-secret-{suffix}",
+    )
+    filled = load_storage_credentials(config)
+    assert filled.client_secret.get_secret_value() == secret and filled.account_key is None
+
+    with pytest.raises(ValidationError, match="exactly one"):
+        CurationAzureCredentials(account_name="acct", account_key=SecretStr("k" * 20), azure_ad=True)
+    with pytest.raises(ValidationError, match="tenant_id and client_id"):
+        CurationAzureCredentials(account_name="acct", client_secret=SecretStr(secret))

@@ -129,3 +129,27 @@ def test_thirty_images_are_refused_and_no_dataset_is_created(azurite, settings):
         Curation(settings=settings).curate_dataset("too small", azure_config(azurite, container))
     assert "got 30" in str(info.value) and "31 blobs found, 30 accepted" in str(info.value)
     assert leftovers(settings.data_root) == []
+
+
+def test_hidden_blobs_are_rejected_at_listing_with_their_reason_like_a_folders(azurite, settings, tmp_path):
+    """Issue #17: one rule for a container and a folder: a blob whose name or any folder on its path starts with '.'
+    is a counted "hidden file" rejection (the folder used to skip them silently, the container to accept them)."""
+    from curation.ingest.steps import list_and_validate
+    from curation.ingest.storage import LocalStorageConfig
+
+    container = new_container(azurite)
+    names = upload_images(container, 31, prefix="drive/")
+    hidden = ["drive/.DS_Store", "drive/.img_9999.jpg", "drive/.thumbs/img_0000.jpg", ".trash/drive/img_0001.jpg"]
+    for i, name in enumerate(hidden):
+        container.upload_blob(name, jpeg_bytes(i))
+    azure = list_and_validate(open_storage(azure_config(azurite, container), settings), settings.min_images)
+    assert sorted(b.name for b in azure.accepted) == sorted(names)
+    assert azure.found == 35 and azure.rejected == {"hidden file": 4}
+
+    # The same names in a folder: the same report.
+    for name in names + hidden:
+        (tmp_path / "folder" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / name).write_bytes(b"jpeg")
+    local = list_and_validate(open_storage(LocalStorageConfig(path=tmp_path / "folder"), settings), settings.min_images)
+    assert [b.name for b in local.accepted] == [b.name for b in azure.accepted]
+    assert (local.found, local.rejected) == (azure.found, azure.rejected)

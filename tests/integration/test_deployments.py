@@ -149,11 +149,31 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
             "storage": {"kind": "azure", "container_name": container.container_name, "prefix": "demo/",
                         "credentials_block": "curation-azure"},
         }
+        # A storage parameter naming another account than its block fails at once, saying what to remove (no
+        # listing retried against an account the credential is not for).
+        clash = {**parameters, "storage": {**parameters["storage"], "account_name": "mystorageaccount"}}
+        refused = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": clash})
+        refused = wait_for_state(api, refused.json()["id"], timeout=240)
+        assert refused["state"]["type"] == "FAILED", refused["state"]
+        message = refused["state"]["message"]
+        assert "storage.account_name is 'mystorageaccount'" in message and "remove account_name" in message, message
+        tasks = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [refused["id"]]}}}).json()
+        assert not tasks, [t["name"] for t in tasks]
+
+        # The UI's form picks the block: the run's parameters hold a reference to it, never its values.
+        slug = "block_types/slug/curation-azure-credentials/block_documents/name/curation-azure"
+        block_id = httpx.get(f"{api}/{slug}").json()["id"]
+        picked = {**parameters["storage"], "credentials_block": {"$ref": {"block_document_id": block_id}}}
         triggered = time.monotonic()
-        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters})
+        body = {"parameters": {**parameters, "storage": picked}}
+        flow_run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body)
         flow_run = wait_for_state(api, flow_run.json()["id"], timeout=240)
         trigger_to_completed = time.monotonic() - triggered
         assert flow_run["state"]["type"] == "COMPLETED", f"{flow_run['state']}\n{worker_log.read_text()[-3000:]}"
+
+        # Its report and class table are on the run that was triggered, not on the track-curation subflow.
+        on_run = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+        assert sorted(a["type"] for a in on_run.json()) == ["markdown", "table"], on_run.json()
 
         # The downstream deployment: a run created by the server's automation from the event, with the dataset id.
         [record] = Catalog(data_root).records()
@@ -178,6 +198,7 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
     assert record.name == "Demo: synthetic road scenes" and record.type.value == "demo"
     assert record.status.value == "Completed" and record.counts.processed == 72 and record.counts.failed == 0
     assert record.storage["account_name"] == azurite.account_name  # from the block
+    assert record.storage["credentials_block"] == "curation-azure"  # the picked block, by name, for later runs
 
     # No secret in the deployment's or the runs' parameters, job variables, or the worker's and server's logs.
     runs = httpx.post(f"{api}/flow_runs/filter", json={}).json()
@@ -189,6 +210,14 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
             assert schema.get("description"), (d["name"], parameter)
     [hourly] = by_name["curate-new-blobs"]["schedules"]
     assert hourly["schedule"]["cron"] == "0 * * * *" and hourly["active"] is False  # scheduled, off by default
+    for name in ("curate-dataset", "curate-new-blobs"):  # no placeholder that could run, or override the block
+        storage = by_name[name]["parameters"]["storage"]
+        assert storage == {"kind": "azure", "credentials_block": "curation-azure"}, storage
+        form = by_name[name]["parameter_openapi_schema"]["definitions"]
+        assert {form[d]["title"] for d in ("AzureStorageParameter", "LocalStorageConfig")} == {
+            "Azure Blob Storage", "Local folder"
+        }
+        assert form["CurationAzureCredentials"]["block_type_slug"] == "curation-azure-credentials"  # a block picker
     fields = ("parameters", "job_variables", "parameter_openapi_schema")
     places = {
         "deployments": json.dumps([[d[k] for k in fields] for d in deployments]),

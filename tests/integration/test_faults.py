@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import random
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -30,6 +28,7 @@ from tests.images import write_images
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.fault_front import serve
 from tests.integration.helpers import azure_config, leftovers, new_container, upload_images
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +84,12 @@ def remote_settings(settings: Settings, url: str, **changes) -> Settings:
 def test_flaky_service_is_retried_and_every_image_is_written_once(tmp_path, settings):
     names = write_images(tmp_path / "images", 35)
     front, running = serve(
-        {"status_plan": ["500", "429", "hang"], "results_plan": ["500", "pass", "drop"], "hang_s": 8.0}, SERVICE_KEY
+        {"status_plan": ["500", "429", "hang"], "results_plan": ["500", "pass", "drop"], "hang_s": 120.0}, SERVICE_KEY
     )
     try:
-        cr = Curation(settings=remote_settings(settings, running.url, request_timeout_s=1.0, results_page_size=8))
+        # A request timeout no answer of a loaded machine comes near (a slow page retried would be an extra call),
+        # and a hang far beyond it.
+        cr = Curation(settings=remote_settings(settings, running.url, request_timeout_s=5.0, results_page_size=8))
         dataset_id = cr.curate_dataset("flaky", LocalStorageConfig(path=tmp_path / "images"), wait=True)
     finally:
         running.stop()
@@ -100,11 +101,13 @@ def test_flaky_service_is_retried_and_every_image_is_written_once(tmp_path, sett
 
     s = front.status_calls
     assert [c.action for c in s[:4]] == ["500", "429", "hang", "pass"]
+    # Lower bounds only: a loaded machine makes every gap longer, never shorter.
     after_429 = s[2].at - s[1].at
-    assert 0.95 <= after_429 < 2.5, f"Retry-After: 1 not honoured: next call after {after_429:.2f}s"
+    assert after_429 >= 0.95, f"Retry-After: 1 not honoured: next call after {after_429:.2f}s"
     after_hang = s[3].at - s[2].at
-    # The client gives up after request_timeout_s (1 s), backs off (2 s), retries: far sooner than the 8 s hang.
-    assert 1.0 <= after_hang < 6.0, f"the hung call was not abandoned at the client's timeout ({after_hang:.2f}s)"
+    # The client gave up on the hung call at request_timeout_s (5 s) and asked again: had it waited out the 120 s
+    # hang, the hung call's answer would have ended the polling there, with no fourth call.
+    assert after_hang >= 5.0 and s[3].action == "pass", f"the hung call was not abandoned ({after_hang:.2f}s)"
     r = front.results_calls
     # Three shard jobs (16 + 16 + 3 images), each read in pages of 8 as it completes (shards are stored
     # concurrently, so their calls interleave); a failed or cut page is read again at the same offset.
@@ -128,20 +131,21 @@ def test_flaky_service_is_retried_and_every_image_is_written_once(tmp_path, sett
 def test_service_down_after_submit_fails_the_dataset_within_the_budget(tmp_path, settings):
     names = write_images(tmp_path / "images", 31)
     _, running = serve({}, SERVICE_KEY)
-    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0, request_timeout_s=1.0))
+    # The default request timeout: a slow answer of a loaded machine while the service is up is not a failure; once
+    # it is down, connections are refused at once and the 2 s budget ends the run.
+    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0))
     try:
         dataset_id = cr.curate_dataset("down", LocalStorageConfig(path=tmp_path / "images"), wait=False)
     finally:
         running.stop()
     assert cr.get_dataset(dataset_id).status.value == "Processing"  # submitted, then the service went away
 
-    start = time.monotonic()
+    # Not stuck in Processing: tracking ends, Failed with the reason (how long it took is not asserted: a loaded
+    # machine is slower, and the budget itself is the client's, tested in tests/unit/inference/test_client.py).
     assert cr.tracing_curation_task(dataset_id) == "Failed"
-    elapsed = time.monotonic() - start
     record = cr.get_dataset(dataset_id)
     assert record.status.value == "Failed"
     assert "inference service" in record.failure_reason and "cannot reach" in record.failure_reason
-    assert elapsed < 2.0 + 10, f"failing took {elapsed:.1f}s for a 2 s budget"
     assert_registered_once(settings, record, names)
 
 
@@ -149,19 +153,16 @@ def test_service_down_while_results_are_read_fails_the_dataset(tmp_path, setting
     """The job Completed, then the service died on the first results page: not stuck in Processing."""
     names = write_images(tmp_path / "images", 31)
     front, running = serve({"results_plan": ["stop"]}, SERVICE_KEY)
-    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0, request_timeout_s=1.0))
+    cr = Curation(settings=remote_settings(settings, running.url, transient_budget_s=2.0))  # as above
     try:
         dataset_id = cr.curate_dataset("down at results", LocalStorageConfig(path=tmp_path / "images"), wait=False)
-        start = time.monotonic()
         status = cr.tracing_curation_task(dataset_id)
-        elapsed = time.monotonic() - start
     finally:
         running.stop()
     record = cr.get_dataset(dataset_id)
     assert status == "Failed" and record.status.value == "Failed"
     assert "inference service" in record.failure_reason, record.failure_reason
     assert front.results_calls and front.results_calls[0].action == "stop"
-    assert elapsed < 2.0 + 12, f"failing took {elapsed:.1f}s for a 2 s budget"
     assert_registered_once(settings, record, names)
 
 
@@ -176,16 +177,22 @@ def closed_port() -> int:
 
 
 def test_storage_down_at_start_is_a_clear_error_and_leaves_no_dataset(settings, monkeypatch):
-    from curation.ingest import storage
+    """With the production retry policy (storage.AZURE_RETRIES_AND_TIMEOUTS: 3 connection attempts, bounded to ~20 s;
+    tests/unit/ingest/test_storage.py checks the bound) and no retry of the list-images task."""
     from curation.ingest.storage import AzureStorageConfig, StorageError
     from tests.azurite import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
-    # The SDK's default retries take ~85 s against a closed port; a short policy keeps the test quick.
-    monkeypatch.setattr(
-        storage,
-        "AZURE_CLIENT_KWARGS",
-        {"retry_total": 1, "initial_backoff": 0.1, "increment_base": 1, "random_jitter_range": 0.1, "connection_timeout": 2},
-    )
+    import urllib3.util.connection as connection
+
+    attempts: list[object] = []
+    real = connection.create_connection
+
+    def counting(address, *args, **kwargs):
+        if address[1] == port:
+            attempts.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(connection, "create_connection", counting)
     port = closed_port()
     config = AzureStorageConfig(
         account_name=DEV_ACCOUNT_NAME,
@@ -193,61 +200,66 @@ def test_storage_down_at_start_is_a_clear_error_and_leaves_no_dataset(settings, 
         account_key=SecretStr(DEV_ACCOUNT_KEY),
         account_url=f"http://127.0.0.1:{port}/{DEV_ACCOUNT_NAME}",
     )
-    start = time.monotonic()
     with pytest.raises(StorageError) as raised:
         Curation(settings=settings).curate_dataset("no storage", config, wait=True)
-    assert time.monotonic() - start < 30
     message = str(raised.value)
-    assert "cannot list container 'drives'" in message and f"127.0.0.1', port={port}" in message, message
-    assert "Connection refused" in message and DEV_ACCOUNT_KEY not in message
+    assert message == f"cannot list container 'drives': could not reach http://127.0.0.1:{port} (Connection refused)"
+    assert raised.value.unreachable and DEV_ACCOUNT_KEY not in message
+    assert len(attempts) == 3  # the client's 3 connection attempts, and no task retry multiplying them
     assert leftovers(settings.data_root) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 4. SIGKILL while a Parquet file is written.
 
-KILL_ROWS = 1_000_000
+KILL_ROWS = 100_000
 READER_PATTERNS = ["*.parquet", "files-*.parquet", "files.parquet", "dataset.json", "*.json"]
+HOLD_AT = [0, 1, 2, 0, 2, 1]  # per round: the generation the child is killed in the middle of
 
 
 def test_sigkill_while_writing_parquet_never_leaves_a_partial_file(tmp_path):
+    """A writer SIGKILLed half-way through a Parquet file leaves the target absent (nothing finished yet) or whole
+    (the last complete write), never partial; its temporary file is one no reader lists. The child says when half
+    of a write is on disk and waits there, so each kill lands mid-write, on any machine (no sleep, no timing)."""
     store = DatasetStore(tmp_path, "6b07853ea0d81f32342580f4")
     target = store.files_shard_path(0)
     work = target.parent
     work.mkdir(parents=True)
-    rng = random.Random(20261126)
-    completed_before_kill = 0
+    last_complete: int | None = None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for round_ in range(6):
+    for round_, hold_at in enumerate(HOLD_AT):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.parquet_kill_child", str(target), str(KILL_ROWS)],
+            [sys.executable, "-m", "tests.integration.parquet_kill_child", str(target), str(KILL_ROWS), str(hold_at)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
         )
+        lines: list[str] = []
         try:
-            assert child.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.05, 0.9))
+            while not lines or not lines[-1].startswith("writing"):  # the event: half of generation hold_at written
+                line = child.stdout.readline()
+                assert line, f"round {round_}: the writer ended before writing: {lines}"
+                lines.append(line.strip())
         finally:
             os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
+            child.wait(timeout=60)
+            child.stdout.close()
         assert child.returncode == -signal.SIGKILL
-        completed_before_kill += sum(line.startswith("wrote") for line in child.stdout.read().splitlines())
-        child.stdout.close()
+        assert lines == ["ready", *(f"wrote {g}" for g in range(hold_at)), f"writing {hold_at}"], lines
+        last_complete = hold_at - 1 if hold_at else last_complete
 
-        if target.exists():  # either absent (nothing finished yet) or complete
+        if last_complete is None:  # nothing finished yet: no file at all
+            assert not target.exists(), f"round {round_}: a target with no complete write"
+        else:  # the last complete write, whole
             table = pq.read_table(target)
             assert table.num_rows == KILL_ROWS, f"round {round_}: partial file with {table.num_rows} rows"
-            gens = table.column("gen").unique().to_pylist()
-            assert len(gens) == 1, f"round {round_}: rows from several writes {gens}"
+            assert table.column("gen").unique().to_pylist() == [last_complete], f"round {round_}: not the last write"
             assert table.column("i").to_pylist()[-1] == KILL_ROWS - 1
-        else:
-            assert completed_before_kill == 0, f"round {round_}: target vanished after a complete write"
+        leftovers = [p.name for p in work.iterdir() if p != target]
+        assert len(leftovers) == round_ + 1, leftovers  # each kill left its half-written temporary file
 
-    assert completed_before_kill > 0 and target.exists()
-    leftovers = [p.name for p in work.iterdir() if p != target]
-    assert leftovers, "no kill landed mid-write: the test proved nothing"  # kills mid-write leave temp files
     for name in leftovers:
         assert name.startswith(".") and name.endswith(".tmp"), name
         assert not any(fnmatch.fnmatch(name, pattern) for pattern in READER_PATTERNS), name
+        assert (work / name).stat().st_size > 0  # really half-written, not an empty placeholder
     assert store.files_shards() == [target]  # what the readers list
 
 
@@ -293,9 +305,7 @@ def test_service_fetch_logs_carry_no_sas_signature(azurite, service, captured_lo
     items = [{"image_id": n, "url": storage.sign_url(n, expiry), "size": 1} for n in ("img_0000.png", "img_0001.jpg")]
     with InferenceClient(service.url, SecretStr(SERVICE_KEY), local) as client:
         job_id = client.submit_job(items, idempotency_key=container.container_name)
-        deadline = time.monotonic() + 30
-        while not client.job_status(job_id).finished and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: client.job_status(job_id).finished, f"job {job_id} finishing", poll_s=0.1)
         assert [r["error"] for page in client.iter_results(job_id) for r in page] == [None, None]
     leaked = [line[:160] for line in captured_logs.lines if SIG.search(line)]
     assert not leaked, leaked[:2]

@@ -9,7 +9,6 @@ here); listing and validation are what paging affects.
 from __future__ import annotations
 
 import io
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +23,6 @@ from curation.ingest.storage import open_storage
 from tests.integration.helpers import azure_config, new_container
 
 COUNT = 5_001  # one over the 5,000-blob page size (10,000 is too slow to upload to Azurite here)
-UPLOAD_BUDGET_S = 90  # about 40 s on an idle 2-core machine, 55 s when it is shared
 
 
 def tiny_jpeg(i: int) -> bytes:
@@ -37,7 +35,6 @@ def test_more_than_a_page_of_blobs_is_listed_and_validated(azurite, settings):
     container = new_container(azurite)
     names = [f"drive/{i % 10:02d}/img_{i:05d}.jpg" for i in range(COUNT)]
     payloads = [tiny_jpeg(i) for i in range(256)]  # identical-ish small bytes, reused
-    started = time.monotonic()
     # Put Blob straight over REST with a write SAS: the same request as ContainerClient.upload_blob(overwrite=True),
     # without the SDK's per-request pipeline, which on 2 cores costs about a third of the upload time.
     token = generate_container_sas(
@@ -60,9 +57,7 @@ def test_more_than_a_page_of_blobs_is_listed_and_validated(azurite, settings):
     container.upload_blob("elsewhere/img.jpg", payloads[0])
     container.upload_blob("drive/readme.txt", b"notes")
     container.upload_blob("drive/empty.jpg", b"")
-    upload_s = time.monotonic() - started
-    print(f"uploaded {COUNT + 3} blobs in {upload_s:.1f}s")
-    assert upload_s < UPLOAD_BUDGET_S, f"uploading {COUNT} blobs took {upload_s:.0f}s"
+    # How long the upload took is not the point (it depends on the machine's load): the listing below is.
 
     # The service really pages: more than one page of (at most 5000) results.
     pages = [len(list(page)) for page in container.list_blobs(name_starts_with="drive/").by_page()]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -14,11 +11,12 @@ import pytest
 from adlfs import AzureBlobFileSystem
 from polars.testing import assert_frame_equal
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
-from curation import Curation, LocalStorageConfig
+from curation import Curation, LocalStorageConfig, cli
 from curation.dataset.catalog import DatasetStore, Table
 from curation.dataset.publish import PublishError, display_url
-from curation.settings import Settings
+from curation.settings import Settings, use_settings
 from tests.images import write_images
 from tests.integration.helpers import new_container
 
@@ -99,19 +97,20 @@ def test_publish_to_a_plain_path_and_a_file_url(curated, tmp_path):
 
 
 def test_cli_publish(curated, tmp_path):
+    """`curation publish`'s messages and exit codes, through typer's runner in this process (no subprocess per
+    argument set); the settings it reads are the data root's alone, as in a shell with only CURATION_DATA_ROOT."""
     cr, dataset_id, _ = curated
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
-    env["CURATION_DATA_ROOT"] = str(cr.settings.data_root)
-    curation = Path(sys.executable).parent / "curation"
-    done = subprocess.run([str(curation), "publish", dataset_id, str(tmp_path / "cli")], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert f"published to {tmp_path / 'cli'}/{dataset_id}" in done.stdout
-    assert_frame_equal(pl.read_parquet(tmp_path / "cli" / dataset_id / "files.parquet"), local_frame(cr, dataset_id, "files"))
+    runner = CliRunner()
+    with use_settings(Settings(data_root=cr.settings.data_root)):
+        done = runner.invoke(cli.app, ["publish", dataset_id, str(tmp_path / "cli")])
+        assert done.exit_code == 0, (done.output, done.exception)
+        assert f"published to {tmp_path / 'cli'}/{dataset_id}" in done.stdout
+        assert_frame_equal(
+            pl.read_parquet(tmp_path / "cli" / dataset_id / "files.parquet"), local_frame(cr, dataset_id, "files")
+        )
 
-    done = subprocess.run([str(curation), "publish", "0" * 24, str(tmp_path / "cli")], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "error:" in done.stderr and "no dataset 000000000000000000000000" in done.stderr
+        done = runner.invoke(cli.app, ["publish", "0" * 24, str(tmp_path / "cli")])
+    assert done.exit_code == 1 and "error:" in done.stderr and "no dataset 000000000000000000000000" in done.stderr
 
 
 def test_publish_errors_name_the_url_without_credentials(curated, azurite):

@@ -32,6 +32,7 @@ from curation.inference.service.server import serve_in_thread
 from curation.inference.shard_jobs import SubmittedShard, read_jobs
 from curation.settings import Settings, use_settings
 from tests.images import write_images
+from tests.waiting import DEADLINE_S
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +55,11 @@ def start_replica(port: int, log: Path) -> subprocess.Popen:
         [str(Path(sys.executable).parent / "curation"), "serve", "--port", str(port)],
         env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    for _ in range(600):
+    for _ in range(3000):  # until it answers (a loaded machine starts it slowly), or dies; a guard, not a timing
+        if process.poll() is not None:
+            break
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -72,10 +75,13 @@ def test_two_replicas_one_killed_mid_run(tmp_path, settings):
     ports = [free_port(), free_port()]
     a, b = (start_replica(p, tmp_path / f"replica-{n}.log") for n, p in zip("ab", ports, strict=True))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
+    # A killed replica refuses connections at once, so finding it down costs the transient budget, not the request
+    # timeout; a generous request timeout keeps the healthy replica's slow answers on a loaded machine from looking
+    # like a loss (a 2 s timeout made A's shards "lost" too, under load).
     run = settings.model_copy(
         update={
             "service_url": ",".join(urls), "api_key": SecretStr(KEY), "shard_size": SHARD,
-            "transient_budget_s": 3.0, "request_timeout_s": 2.0, "poll_interval_s": 0.2,
+            "transient_budget_s": 3.0, "request_timeout_s": 60.0, "poll_interval_s": 0.2,
         }
     )
     cr = Curation(settings=run)
@@ -92,7 +98,7 @@ def test_two_replicas_one_killed_mid_run(tmp_path, settings):
     runner.start()
     try:
         on_b: list[str] = []
-        for _ in range(3000):  # kill B as soon as it holds a shard job, and check it really does
+        while runner.is_alive():  # the event: a shard job file naming B; then kill B, and check it really holds it
             records = Catalog(run.data_root).records()
             jobs = read_jobs(Catalog(run.data_root).dataset(records[0].id)) if records else []
             on_b = [j.job_id for j in jobs if j.replica == public_url(urls[1])]
@@ -123,28 +129,37 @@ def test_two_replicas_one_killed_mid_run(tmp_path, settings):
     embeddings = store.frame(Table.EMBEDDINGS)
     assert embeddings.height == COUNT and embeddings["image_id"].n_unique() == COUNT
 
-    # Round-robin: even shards went to A and stayed there; B only ever held odd shards, all moved to A.
+    # The invariant: every shard ended Completed on A, each image stored once (above). Round-robin gave B only odd
+    # shards, and each one B held was moved to A. Whether A itself ever looked lost (a slow answer on a loaded
+    # machine) is not asserted: if it did, its shard was re-submitted to A, and stored once all the same.
+    a, b = public_url(urls[0]), public_url(urls[1])
     jobs = read_jobs(store)
     assert [j.shard for j in jobs] == list(range(COUNT // SHARD)) and sum(j.count for j in jobs) == COUNT
-    assert all(j.replica == public_url(urls[0]) and j.status == "Completed" for j in jobs)
-    moved = [j for j in jobs if j.history]
-    assert moved and all(j.shard % 2 == 1 and j.history[0].startswith(public_url(urls[1])) for j in moved)
-    assert all(not j.history for j in jobs if j.shard % 2 == 0)
-    assert set(on_b) <= {h.split()[1].rstrip(":") for j in moved for h in j.history}
-    # A processed every image exactly once: its own shards plus those re-submitted from B.
-    assert sum(r["processed"] for r in usage_a) == COUNT and sum(r["failed"] for r in usage_a) == 0
+    assert all(j.replica == a and j.status == "Completed" for j in jobs)
+    moved = [j for j in jobs if any(h.startswith(b) for h in j.history)]
+    assert moved and all(j.shard % 2 == 1 and j.history[0].startswith(b) for j in moved)
+    assert set(on_b) <= {h.split()[1].rstrip(":") for j in moved for h in j.history if h.startswith(b)}
+    # A processed every image: its own shards and those moved from B; once each, unless A's own shard was re-submitted.
+    again_on_a = sum(j.count for j in jobs if any(h.startswith(a) for h in j.history))
+    assert COUNT <= sum(r["processed"] for r in usage_a) <= COUNT + again_on_a
+    assert sum(r["failed"] for r in usage_a) == 0
     print(f"two replicas, one killed: {COUNT} images in {elapsed:.1f}s, moved to A: {[j.history for j in moved]}")
 
 
 class RefuseSubmissions:
-    """After `allow` job submissions, answer further ones 503 until healed; everything else is the real app."""
+    """After `allow` job submissions, answer further ones 503 until healed; everything else is the real app.
+    `healed` is a flag, or an event checked on each submission."""
 
-    def __init__(self, app: ASGIApp, allow: int) -> None:
-        self.app, self.allow, self.passed, self.refused, self.healed = app, allow, 0, 0, False
+    def __init__(self, app: ASGIApp, allow: int, healed: threading.Event | None = None) -> None:
+        self.app, self.allow, self.passed, self.refused = app, allow, 0, 0
+        self.healed: bool | threading.Event = healed if healed is not None else False
+
+    def _healed(self) -> bool:
+        return self.healed.is_set() if isinstance(self.healed, threading.Event) else bool(self.healed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/jobs":
-            if self.passed >= self.allow and not self.healed:
+            if self.passed >= self.allow and not self._healed():
                 self.refused += 1
                 await JSONResponse({"detail": "busy"}, status_code=503)(scope, receive, send)
                 return
@@ -152,16 +167,32 @@ class RefuseSubmissions:
         await self.app(scope, receive, send)
 
 
-def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
+def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
     from prefect.results import ResultRecord
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
+    import flows.curate_dataset
     from flows.curate_dataset import curate_dataset
 
+    # The service recovers once the first attempt has marked its dataset Failed, and not before: that attempt's
+    # submission of shard 2 is refused for its whole retry budget, the flow run's retry (after Prefect's delay,
+    # however short or long it really is) finds the service well. An event, not a race with the retry delay.
+    first_attempt_failed = threading.Event()
+    failures: list[str] = []
+    mark_failed = flows.curate_dataset.mark_failed
+
+    def marking_failed(store, reason, *args, **kwargs):
+        result = mark_failed(store, reason, *args, **kwargs)
+        failures.append(reason)
+        first_attempt_failed.set()
+        return result
+
+    monkeypatch.setattr(flows.curate_dataset, "mark_failed", marking_failed)
     names = write_images(tmp_path / "images", COUNT)
-    front = RefuseSubmissions(create_app(Settings(allow_file_urls=True, service_workers=2), CpuModel(), [KEY]), allow=2)
+    app = create_app(Settings(allow_file_urls=True, service_workers=2), CpuModel(), [KEY])
+    front = RefuseSubmissions(app, allow=2, healed=first_attempt_failed)
     running = serve_in_thread(front, SecretStr(KEY))
     run = settings.model_copy(
         update={"service_url": running.url, "api_key": SecretStr(KEY), "shard_size": SHARD, "transient_budget_s": 1.5}
@@ -173,19 +204,15 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings):
         with use_settings(run):
             result["state"] = flow("retried", LocalStorageConfig(path=tmp_path / "images"), return_state=True)
 
-    runner = threading.Thread(target=curate)
+    runner = threading.Thread(target=curate, daemon=True)
     runner.start()
     try:
-        for _ in range(3000):  # the first attempt fails at shard 2's submission and marks the dataset Failed
-            records = Catalog(run.data_root).records()
-            if records and records[0].status.value == "Failed":
-                break
-            time.sleep(0.02)
-        assert records and records[0].status.value == "Failed" and front.refused > 0
-        front.healed = True  # the service recovers before Prefect retries the flow run
-        runner.join(timeout=300)
+        runner.join(timeout=DEADLINE_S * 2)  # a guard against a hang only
+        assert not runner.is_alive(), "the flow run (and its retry) did not finish"
     finally:
         running.stop()
+    # The first attempt failed at shard 2's refused submission (and only there), the dataset marked Failed once.
+    assert front.refused > 0 and len(failures) == 1, failures
     state = result["state"]
     assert state.is_completed(), state.message
 
@@ -226,7 +253,9 @@ def test_a_replica_down_from_the_start_costs_one_budget_and_the_other_takes_ever
     run = settings.model_copy(
         update={
             "service_url": f"{dead},{running.url}", "api_key": SecretStr(KEY), "shard_size": SHARD,
-            "transient_budget_s": 1.0, "request_timeout_s": 1.0,
+            # The dead replica refuses connections at once, so only the budget decides how long it is tried; the
+            # live one may be slow on a loaded machine, so its requests get a long timeout.
+            "transient_budget_s": 1.0, "request_timeout_s": 60.0,
         }
     )
     try:

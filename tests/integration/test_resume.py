@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from curation import Curation, LocalStorageConfig
@@ -11,6 +9,7 @@ from curation.dataset.catalog import Catalog, Table
 from curation.inference.replicas import Replicas
 from curation.inference.shards import check_job, store_shard_results
 from tests.images import write_images
+from tests.waiting import wait_for
 
 
 def test_stale_dataset_is_marked_failed_and_resumed(tmp_path, settings):
@@ -20,10 +19,8 @@ def test_stale_dataset_is_marked_failed_and_resumed(tmp_path, settings):
     dataset_id = cr.curate_dataset("interrupted", config, wait=False)  # as if the process died while tracking
     store = Catalog(settings.data_root).dataset(dataset_id)
     with Replicas(cr.service_settings()) as replicas:
-        for _ in range(600):  # the service finishes the three shard jobs (40 images in shards of 16)
-            if check_job(replicas, store).completed == 3:
-                break
-            time.sleep(0.05)
+        # the service finishes the three shard jobs (40 images in shards of 16)
+        wait_for(lambda: check_job(replicas, store).completed == 3, "the three shard jobs completing")
         for shard in (0, 1):  # ...the tracking stored two shards' results, then died
             assert store_shard_results(replicas, cr.settings, store, shard) == 16
     shard_files = [store.files_shard_path(i) for i in range(3)]

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,12 +20,13 @@ from curation import Curation, LocalStorageConfig
 from curation.dataset.catalog import Catalog, Table
 from curation.inference.client import InferenceClient
 from curation.inference.result_pages import file_fields
-from curation.inference.shard_jobs import read_jobs
 from curation.inference.thumbnails import decode_with_facts, signal_names
 from curation.settings import Settings
+from tests.waiting import DEADLINE_S, wait_for
 
 KEY = "restart-test-key"
-COUNT = 200
+COUNT = 80  # five batches of 16: two journalled before the kill, the rest after the restart
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -35,41 +35,72 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(port: int, state: Path, log: Path) -> subprocess.Popen:
+def port_is_free(port: int) -> bool:
+    """Whether a new service could listen on the port (no process of the killed one holds it any more)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def start_service(port: int, state: Path, log: Path, held_after: int | None = None) -> subprocess.Popen:
+    """`curation serve` on the port, journalling under `state`; with held_after, the same service whose model
+    answers that many batches and then holds (tests.integration.gated_service_child: it logs "holding")."""
     env = dict(
         os.environ,
         CURATION_SERVICE_API_KEYS=KEY,
         CURATION_ALLOW_FILE_URLS="true",
         CURATION_SERVICE_STATE_DIR=str(state),
         CURATION_SERVICE_WORKERS="1",
+        PYTHONPATH=str(REPO),
     )
+    if held_after is None:
+        command = [str(Path(sys.executable).parent / "curation"), "serve", "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "tests.integration.gated_service_child", str(port), str(held_after)]
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "curation"), "serve", "--port", str(port)],
-        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+        command, cwd=REPO, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
     )
-    for _ in range(300):
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"the service exited: {log.read_text()[-2000:]}"
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
+            return False
+
+    wait_for(healthy, "the service answering /healthz", detail=lambda: log.read_text()[-2000:], poll_s=0.1)
+    return process
+
+
+def kill_when_held(service: subprocess.Popen, port: int, state: Path, log: Path) -> int:
+    """Wait until the held service holds its job's next batch (the earlier batches' results are journalled, the
+    job cannot end), SIGKILL it, and wait until its port is free. The count of journalled results."""
+    wait_for(lambda: "holding" in log.read_text(), "the service holding a batch", detail=lambda: log.read_text()[-2000:])
+    [journalled] = list(state.glob("*/results.jsonl"))  # one job
+    lines = journalled.read_text().splitlines()
+    os.killpg(service.pid, signal.SIGKILL)
+    service.wait()
+    wait_for(lambda: port_is_free(port), f"port {port} released by the killed service")
+    return len(lines)
 
 
 def test_service_killed_mid_job_and_restarted(tmp_path, settings):
     rng = np.random.default_rng(0)
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(COUNT):  # PNGs decode without draft mode, so the job lasts a few seconds
+    for i in range(COUNT):
         Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(images / f"img_{i:03d}.png")
     port, state, log = free_port(), tmp_path / "service-state", tmp_path / "service.log"
-    service = start_service(port, state, log)
+    service = start_service(port, state, log, held_after=2)
     url = f"http://127.0.0.1:{port}"
-    run_settings = settings.model_copy(
-        update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 90, "shard_size": COUNT}
+    run_settings = settings.model_copy(  # the run's retries ride out the restart, however long it takes
+        update={"service_url": url, "api_key": SecretStr(KEY), "transient_budget_s": 600, "shard_size": COUNT}
     )
     cr = Curation(settings=run_settings)
-    catalog = Catalog(run_settings.data_root)
     outcome: dict[str, object] = {}
 
     def curate() -> None:
@@ -78,33 +109,20 @@ def test_service_killed_mid_job_and_restarted(tmp_path, settings):
         except Exception as exc:  # reported below
             outcome["error"] = exc
 
-    runner = threading.Thread(target=curate)
+    runner = threading.Thread(target=curate, daemon=True)
     runner.start()
     try:
-        job_id, done_at_kill = None, 0
-        with InferenceClient(url, SecretStr(KEY), run_settings) as client:
-            for _ in range(1200):
-                records = catalog.records()
-                jobs = read_jobs(catalog.dataset(records[0].id)) if records else []
-                job_id = jobs[0].job_id if jobs else None  # one shard: one job
-                if job_id:
-                    status = client.job_status(job_id)
-                    if status.done >= 16:
-                        done_at_kill = status.done
-                        break
-                time.sleep(0.05)
-        assert job_id and 16 <= done_at_kill < COUNT, f"job finished before the kill ({done_at_kill})"
-        os.killpg(service.pid, signal.SIGKILL)
-        service.wait()
-        time.sleep(1.0)
+        journalled = kill_when_held(service, port, state, log)
+        assert journalled == 32, journalled  # two batches; the job is mid-way (it cannot have finished)
         service = start_service(port, state, log)
-        runner.join(timeout=300)
+        runner.join(timeout=DEADLINE_S * 2)
+        assert not runner.is_alive(), "the run did not finish after the restart"
     finally:
         os.killpg(service.pid, signal.SIGKILL)
     assert "error" not in outcome, outcome.get("error")
     record = cr.get_dataset(outcome["id"])
     assert record.status.value == "Completed" and record.counts.processed == COUNT
-    store = catalog.dataset(record.id)
+    store = Catalog(run_settings.data_root).dataset(record.id)
     files = store.frame(Table.FILES)
     assert files.height == COUNT and files["image_id"].n_unique() == COUNT and files["error"].null_count() == COUNT
     embeddings = store.frame(Table.EMBEDDINGS)
@@ -121,28 +139,19 @@ def test_a_restarted_service_returns_the_journalled_facts_and_thumbnails(tmp_pat
     (images / "broken.png").write_bytes(b"not an image")
     items = [{"image_id": p.name, "url": p.as_uri(), "size": 1} for p in sorted(images.iterdir())]
     port, state, log = free_port(), tmp_path / "service-state", tmp_path / "service.log"
-    service = start_service(port, state, log)
+    service = start_service(port, state, log, held_after=1)
     url = f"http://127.0.0.1:{port}"
     client_settings = Settings(transient_budget_s=60)
     try:
         with InferenceClient(url, SecretStr(KEY), client_settings) as client:
             job_id = client.submit_job(items, idempotency_key="files-restart", thumbnail_side=128)
-            for _ in range(600):
-                if client.job_status(job_id).done >= 16:
-                    break
-                time.sleep(0.02)
-            before = client.job_status(job_id).done
-            os.killpg(service.pid, signal.SIGKILL)
-            service.wait()
+            before = kill_when_held(service, port, state, log)  # one batch journalled, the job mid-way
             service = start_service(port, state, log)
-            for _ in range(600):
-                if client.job_status(job_id).finished:
-                    break
-                time.sleep(0.05)
+            wait_for(lambda: client.job_status(job_id).finished, "the resumed job finishing", poll_s=0.05)
             table = pa.concat_tables(client.iter_result_tables(job_id))
     finally:
         os.killpg(service.pid, signal.SIGKILL)
-    assert before >= 16  # these results came back from the journal
+    assert before == 16  # these results came back from the journal
     assert sorted(table["image_id"].to_pylist()) == [i["image_id"] for i in items]
     fields = [f.name for f in file_fields(signal_names()) if f.name != "thumbnail"]
     for row in table.to_pylist():

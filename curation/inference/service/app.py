@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from curation.inference import result_pages
 from curation.inference.models.base import ModelBackend
-from curation.inference.service.jobs import JobItem, JobRunner
+from curation.inference.service.jobs import IdempotencyConflict, JobItem, JobRunner, QueueFull
 from curation.inference.service.usage import UsageLedger, key_id
 from curation.settings import Settings
 from curation.taxonomy import DEFAULT_TAXONOMY
@@ -35,6 +36,46 @@ class SubmitRequest(BaseModel):
     # With it, each result also carries the image's file facts, quality signals and a thumbnail of this max side
     # (Arrow pages only), made on the decode the model needs anyway. None: tags and embeddings only.
     thumbnail_side: int | None = Field(default=None, ge=16, le=2048)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, read as it arrives and refused (413) as soon as it passes `limit` bytes: its declared
+    Content-Length up front, then what actually came, so one request's memory stays bounded."""
+    too_large = HTTPException(
+        status_code=413,  # content too large
+        detail=f"request body larger than {limit} bytes (the service's CURATION_SERVICE_MAX_BODY_BYTES): "
+        "submit smaller jobs",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body, size = bytearray(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        body += chunk
+    return bytes(body)
+
+
+def parse_submission(body: bytes, max_items: int) -> SubmitRequest:
+    """A job submission's body, validated: 422 for a malformed one (the errors without their input, which may
+    hold signed URLs), 413 for more items than a job may hold."""
+    try:
+        request = SubmitRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise HTTPException(status_code=422, detail=errors) from None
+    if len(request.items) > max_items:
+        raise HTTPException(
+            status_code=413,  # content too large
+            detail=f"a job may hold at most {max_items} items (the service's CURATION_SERVICE_MAX_JOB_ITEMS); "
+            f"this one has {len(request.items)}: submit smaller jobs",
+        )
+    return request
+
+
+SUBMIT_SCHEMA = SubmitRequest.model_json_schema()  # the OpenAPI page still documents the body it reads itself
 
 
 def _accepted_keys(settings: Settings, extra: list[str]) -> list[str]:
@@ -98,12 +139,30 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
     def healthz() -> dict[str, str]:
         return {"status": "ok", "model": backend.name, "embedding_model": backend.embedding_name}
 
-    @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED)
-    def submit_job(
-        body: SubmitRequest, owner: Caller, idempotency_key: Annotated[str | None, Header()] = None
+    @app.post(
+        "/v1/jobs",
+        status_code=status.HTTP_202_ACCEPTED,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SUBMIT_SCHEMA}}}},
+    )
+    async def submit_job(
+        request: Request, owner: Caller, idempotency_key: Annotated[str | None, Header()] = None
     ) -> dict[str, object]:
+        """Queue a job. The body is read only once the key is accepted (no body parameter: FastAPI would read and
+        parse it before checking the key), incrementally and up to CURATION_SERVICE_MAX_BODY_BYTES."""
+        raw = await read_body(request, settings.service_max_body_bytes)
+        body = parse_submission(raw, settings.service_max_job_items)
         items = [JobItem(i.image_id, i.url, i.size) for i in body.items]
-        job = runner.submit(owner, items, idempotency_key, thumbnail_side=body.thumbnail_side)
+        try:
+            job = await run_in_threadpool(
+                runner.submit, owner, items, idempotency_key, thumbnail_side=body.thumbnail_side, models=body.models
+            )
+        except IdempotencyConflict as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except QueueFull as exc:
+            raise HTTPException(
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS, detail=str(exc),
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from None
         return job.status_json()
 
     @app.get("/v1/jobs/{job_id}")
@@ -156,12 +215,10 @@ def create_app(settings: Settings, backend: ModelBackend, api_keys: list[str] | 
 
     @app.delete("/v1/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
     def release_job(job_id: str, owner: Caller) -> None:
-        """Forget a finished job once its results are stored; a running job is refused (409)."""
-        released = runner.release(owner, job_id)
-        if released is None:
+        """Forget a job: a finished one once its results are stored, a running one (superseded by a re-submission)
+        with its queued batches cancelled."""
+        if runner.release(owner, job_id) is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
-        if not released:
-            raise HTTPException(status_code=409, detail=f"job {job_id} is still running")
 
     @app.get("/v1/usage")
     def read_usage(owner: Caller) -> dict[str, object]:

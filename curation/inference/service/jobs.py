@@ -7,8 +7,10 @@ the decode the model needs anyway (curation.inference.thumbnails.decode_with_fac
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import uuid
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,16 +21,19 @@ import numpy as np
 from PIL import Image
 
 from curation.inference import workpool
+from curation.inference.result_pages import RETRYABLE
 from curation.inference.imaging import ImageDecodeError, at_min_side, decode_image
 from curation.inference.models.base import ModelBackend, Prediction
 from curation.inference.service.fetch import FetchError, fetch_bytes
 from curation.inference.service.journal import JobJournal
 from curation.inference.service.usage import UsageLedger
+from curation.secrets import strip_query
 from curation.settings import Settings
 from curation.analysis.quality import WORK_SIDE
 from curation.inference.thumbnails import decode_with_facts
 
 BATCH_SIZE = 16
+RETRY_AFTER_S = 30  # what a 429 for a key with too much work queued tells the client to wait
 MODEL_SIDE = 256  # default short side a backend needs; a backend may declare less with `input_side`
 
 
@@ -93,6 +98,7 @@ class Job:
     embedding_model: str
     idempotency_key: str | None = None
     thumbnail_side: int | None = None
+    request_hash: str | None = None  # request_hash() of what made it; None in journals written before it existed
     status: str = "Processing"
     reason: str | None = None
     results: list[ImageResult] = field(default_factory=list)
@@ -100,6 +106,7 @@ class Job:
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)  # set when it ends
+    cancelled: bool = False  # released while it ran: its queued batches are dropped, a running one's results too
 
     def status_json(self) -> dict[str, Any]:
         done = len(self.results)
@@ -175,6 +182,26 @@ def predict_batch(work: list[Work]) -> list[Outcome]:
     return out
 
 
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key reused with another request: answering with the old job would silently drop the new one."""
+
+
+class QueueFull(RuntimeError):
+    """The API key already has as many images queued or running as the service allows it."""
+
+    retry_after_s = RETRY_AFTER_S
+
+
+def request_hash(items: list[JobItem], thumbnail_side: int | None, models: list[str]) -> str:
+    """What identifies a job request for its idempotency key: its items, thumbnail side and models.
+
+    URLs count without their query: a re-signed URL (a new SAS for the same blob) is the same request."""
+    digest = hashlib.sha256(json.dumps([thumbnail_side, list(models)]).encode())
+    for item in items:
+        digest.update(f"{item.image_id}\0{strip_query(item.url)}\0{item.size}\n".encode())
+    return digest.hexdigest()
+
+
 def _worker_died(work: Work, reason: str) -> Outcome:
     error = f"model error: {reason}"
     if work[3] is None:
@@ -206,6 +233,12 @@ class JobRunner:
             timeout=settings.fetch_timeout_s,
             limits=httpx.Limits(max_connections=4 * settings.service_workers),
         )
+        # Fair scheduling: each owner's batches wait in its own queue and the pool's threads take them round-robin
+        # between owners (one pool task per batch, each running whichever batch is next), so one key's big job
+        # cannot hold back another key's small one. _pending counts each owner's images queued or running.
+        self._batches: dict[str, deque[tuple[Job, list[JobItem]]]] = {}
+        self._turns: deque[str] = deque()  # owners with queued batches, next first
+        self._pending: Counter[str] = Counter()
         self.journal = JobJournal(settings.service_state_dir)
         self._resume_journalled_jobs()
 
@@ -220,6 +253,7 @@ class JobRunner:
                 embedding_model=meta["embedding_model"],
                 idempotency_key=meta["idempotency_key"],
                 thumbnail_side=meta.get("thumbnail_side"),  # absent in journals written before it existed
+                request_hash=meta.get("request_hash"),  # likewise
                 created=meta["created"],
             )
             for row in results:
@@ -233,23 +267,83 @@ class JobRunner:
             self._queue(job, [i for i in job.items if i.image_id not in done])
 
     def _queue(self, job: Job, items: list[JobItem]) -> None:
+        """Queue a job's items in batches behind its owner's other work (a submission, or a restart's resume)."""
         if len(job.results) == len(job.items):
+            self.journal.end(job)
             self._finish(job)
-        for start in range(0, len(items), BATCH_SIZE):
-            self._pool.submit(self._run_batch, job, items[start : start + BATCH_SIZE])
+        batches = [items[start : start + BATCH_SIZE] for start in range(0, len(items), BATCH_SIZE)]
+        if not batches:
+            return
+        with self._lock:
+            if job.owner not in self._batches:
+                self._turns.append(job.owner)
+            self._batches.setdefault(job.owner, deque()).extend((job, batch) for batch in batches)
+            self._pending[job.owner] += len(items)
+        for _ in batches:
+            self._pool.submit(self._run_next)
+
+    def _run_next(self) -> None:
+        """Run the next batch, taking owners in turn; nothing when its batch was cancelled (a released job)."""
+        with self._lock:
+            if not self._turns:
+                return
+            owner = self._turns.popleft()
+            queue = self._batches[owner]
+            job, items = queue.popleft()
+            if queue:
+                self._turns.append(owner)
+            else:
+                del self._batches[owner]
+        try:
+            self._run_batch(job, items)
+        finally:
+            with self._lock:
+                self._pending[owner] -= len(items)
+
+    def _cancel_queued(self, job: Job) -> None:
+        """Drop a job's queued batches (the lock held)."""
+        queue = self._batches.get(job.owner)
+        if queue is None:
+            return
+        kept = deque(b for b in queue if b[0] is not job)
+        self._pending[job.owner] -= sum(len(items) for j, items in queue if j is job)
+        if kept:
+            self._batches[job.owner] = kept
+        else:
+            del self._batches[job.owner]
+            self._turns.remove(job.owner)
 
     def submit(
-        self, owner: str, items: list[JobItem], idempotency_key: str | None, thumbnail_side: int | None = None
+        self,
+        owner: str,
+        items: list[JobItem],
+        idempotency_key: str | None,
+        thumbnail_side: int | None = None,
+        models: list[str] | None = None,
     ) -> Job:
-        """Create a job, or return the one this owner already made with the same idempotency key.
+        """Create a job, or return the one this owner already made with the same idempotency key and request.
 
-        With thumbnail_side, each result also carries the image's file facts, quality signals and thumbnail."""
+        With thumbnail_side, each result also carries the image's file facts, quality signals and thumbnail.
+        Raises IdempotencyConflict when the key was used for another request, QueueFull when the owner already
+        has service_max_queued_images_per_key images queued or running."""
+        identity = request_hash(items, thumbnail_side, models or [])
         with self._lock:
             self._sweep()
             if idempotency_key:
                 for job in self.jobs.values():
                     if job.owner == owner and job.idempotency_key == idempotency_key:
+                        if job.request_hash is not None and job.request_hash != identity:
+                            raise IdempotencyConflict(
+                                f"Idempotency-Key {idempotency_key!r} was already used for job {job.id} with a "
+                                "different request (items, thumbnail_side or models); send a new key for a new request"
+                            )
                         return job
+            limit = self.settings.service_max_queued_images_per_key
+            if self._pending[owner] + len(items) > limit:
+                raise QueueFull(
+                    f"this API key has {self._pending[owner]} images queued or running; {len(items)} more would pass "
+                    f"the service's limit of {limit} (CURATION_SERVICE_MAX_QUEUED_IMAGES_PER_KEY): retry later"
+                )
             job = Job(
                 id=uuid.uuid4().hex,
                 owner=owner,
@@ -258,6 +352,7 @@ class JobRunner:
                 embedding_model=self.backend.embedding_name,
                 idempotency_key=idempotency_key,
                 thumbnail_side=thumbnail_side,
+                request_hash=identity,
             )
             self.jobs[job.id] = job
             self.journal.record_job(job)
@@ -276,15 +371,20 @@ class JobRunner:
         return job
 
     def release(self, owner: str, job_id: str) -> bool | None:
-        """Forget a finished job and its results (the client wrote them): True; False while it still runs; None if
-        unknown. A long-lived service would otherwise keep every result it ever made."""
+        """Forget a job, its results and its journal: True; None if unknown. A finished job is released once the
+        client stored its results (a long-lived service would otherwise keep every result it ever made); a running
+        one when a re-submission superseded it: its queued batches are cancelled, so its images are not processed
+        (nor charged) twice."""
         with self._lock:
             job = self.get(owner, job_id)
             if job is None:
                 return None
-            if job.status == "Processing":
-                return False
             del self.jobs[job_id]
+            if job.status == "Processing":
+                job.cancelled = True
+                job.status, job.reason = "Cancelled", "released while it ran"
+                self._cancel_queued(job)
+                job.ended.set()
         self.journal.forget(job_id)
         return True
 
@@ -313,9 +413,10 @@ class JobRunner:
                 max_redirects=self.settings.max_redirects,
                 allow_file=self.settings.allow_file_urls,
                 allow_private=self.settings.allow_private_hosts,
+                retry_budget_s=self.settings.fetch_retry_budget_s,
             )
-        except FetchError as exc:
-            return str(exc)
+        except FetchError as exc:  # still failing after the retries: a transient cause is marked retryable
+            return f"{RETRYABLE}{exc}" if exc.transient else str(exc)
         except Exception as exc:  # noqa: BLE001 - never lose an image; the type only (a message may hold the URL)
             return f"cannot fetch: {type(exc).__name__}"
 
@@ -335,13 +436,18 @@ class JobRunner:
             else:
                 results.append(ImageResult(item.image_id, pred.tags, pred.embedding, None, facts, thumbnail))
         failed = sum(r.error is not None for r in results)
+        if job.cancelled:  # released while this batch ran: nobody reads these results, nobody is charged
+            return
         self.journal.record_results(job.id, results)
         self.usage.record(job.owner, self.backend.name, processed=len(results) - failed, failed=failed)
         with self._lock:
             job.results.extend(results)
             job.failed += failed
             job.updated = datetime.now(UTC)
-            if len(job.results) == len(job.items):
+            ended = len(job.results) == len(job.items)
+        if ended:  # its signed URLs are no longer needed: the journal drops them before the job reads as ended
+            self.journal.end(job)
+            with self._lock:
                 self._finish(job)
 
     def _finish(self, job: Job) -> None:

@@ -1,10 +1,11 @@
 """A job journal on the service's own disk, so a killed and restarted service finishes its jobs.
 
-Layout under the state folder: `<job_id>/job.json` (written once, atomically), `<job_id>/items.jsonl` (written
-once, atomically) and `<job_id>/results.jsonl`, appended and fsynced per batch; a result line carries the image's
+Layout under the state folder: `<job_id>/job.json` (written atomically), `<job_id>/items.jsonl` (written
+atomically) and `<job_id>/results.jsonl`, appended and fsynced per batch; a result line carries the image's
 file facts and its thumbnail (base64 JPEG) when the job asked for them. A torn last line (a kill mid-append)
 is ignored on load, so those images are simply processed again: nothing is lost and nothing is doubled.
-The folder holds signed URLs until they expire; it belongs to the service, never to a pipeline's data root.
+The folder holds a job's signed URLs while it runs: when it ends, items.jsonl is rewritten without them (`end`),
+and a released job's folder is removed. It belongs to the service, never to a pipeline's data root.
 """
 
 from __future__ import annotations
@@ -50,24 +51,41 @@ class JobJournal:
         if not self.folder:
             return
         target = self.folder / job.id
-        keys = ("id", "owner", "model", "embedding_model", "idempotency_key", "thumbnail_side")
+        keys = ("id", "owner", "model", "embedding_model", "idempotency_key", "thumbnail_side", "request_hash")
         meta = {k: getattr(job, k) for k in keys}
         meta["created"] = job.created.isoformat()
         write_text_atomic(target / "items.jsonl", "".join(json.dumps(asdict(i)) + "\n" for i in job.items))
         write_text_atomic(target / "job.json", json.dumps(meta))  # last: a job without it is ignored
 
+    def end(self, job: Any) -> None:
+        """A job has all its results: rewrite its items without their URLs (signed, live for hours), atomically.
+
+        A restart still loads the job (ids and sizes are all a finished job needs) so its results can be read."""
+        if not self.folder:
+            return
+        with self._lock:
+            target = self.folder / job.id
+            if not (target / "job.json").exists():  # released meanwhile
+                return
+            lines = "".join(json.dumps({"image_id": i.image_id, "url": "", "size": i.size}) + "\n" for i in job.items)
+            write_text_atomic(target / "items.jsonl", lines)
+
     def record_results(self, job_id: str, results: list[Any]) -> None:
         if not self.folder:
             return
-        with self._lock, open(self.folder / job_id / "results.jsonl", "a", encoding="utf-8") as out:
-            out.write("".join(_result_json(r) + "\n" for r in results))
-            out.flush()
-            os.fsync(out.fileno())
+        with self._lock:
+            if not (self.folder / job_id).is_dir():  # released while its last batch ran
+                return
+            with open(self.folder / job_id / "results.jsonl", "a", encoding="utf-8") as out:
+                out.write("".join(_result_json(r) + "\n" for r in results))
+                out.flush()
+                os.fsync(out.fileno())
 
     def forget(self, job_id: str) -> None:
-        """Remove a released job's journal (it holds signed URLs until they expire)."""
+        """Remove a released job's journal (a running job's holds signed URLs)."""
         if self.folder:
-            shutil.rmtree(self.folder / job_id, ignore_errors=True)
+            with self._lock:  # not while a batch's results are being appended
+                shutil.rmtree(self.folder / job_id, ignore_errors=True)
 
     def load(self) -> list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]]:
         """Every journalled job: (meta, items, results); results keep the first copy of each image id."""

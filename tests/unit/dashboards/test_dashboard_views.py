@@ -82,5 +82,5 @@ def test_pending_labels_and_teach_summary_are_escaped() -> None:
                                        "tagged": {"day": 5, "night": 4}, "ignored_classes": {"dawn_dusk": 1}}}}
     html = summary_html(summary)
     assert '<code class="teach-meta-model">m&lt;b&gt;+probe-v1</code>' in html and "<b>" not in html
-    assert "training accuracy 100%" in html and "not learnt (too few labels): dawn_dusk 1" in html
+    assert "training accuracy 100%" in html and "not learnt (too few labels): dawn/dusk 1" in html
     assert "road" not in html  # categories without labels are not worth a line

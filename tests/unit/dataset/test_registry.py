@@ -41,6 +41,7 @@ def test_delete_erases_user_dataset_and_refuses_demo(tmp_path):
     catalog = Catalog(tmp_path)
     user = catalog.register("u")
     demo = catalog.register("d", type=DatasetType.DEMO)
+    catalog.dataset(user.id).mark_failed("ended")  # a Processing dataset is refused (tests/unit/viewer)
     catalog.dataset(user.id).delete()
     assert not catalog.dataset(user.id).exists() and not list(tmp_path.rglob(f"*{user.id}*"))  # nothing left
     with pytest.raises(DemoDatasetProtected):

@@ -32,8 +32,25 @@ def test_block_fills_the_credential_and_missing_account_fields_but_never_seriali
     assert filled.account_key.get_secret_value() == KEY and filled.sas_token is None
     assert (filled.account_name, filled.account_url, filled.prefix) == ("acct", "http://127.0.0.1:1/acct", "2024/")
     assert KEY not in filled.model_dump_json() and KEY not in repr(filled) and KEY not in repr(block)
-    other = block.apply_to(config.model_copy(update={"account_name": "mine"}))
-    assert other.account_name == "mine"  # the parameter's own account wins
+    same = block.apply_to(config.model_copy(update={"account_name": "acct", "account_url": "http://127.0.0.1:1/acct/"}))
+    assert same.account_name == "acct"  # the block's own values, repeated, are no conflict
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("account_name", "mystorageaccount"), ("account_url", "https://other.blob.core.windows.net")]
+)
+def test_a_config_naming_another_account_than_its_block_is_refused_with_what_to_remove(field, value):
+    """prefect.yaml once pre-filled account_name: a run signed for the block's account and read another, and Azure
+    answered 'Server failed to authenticate' three times. Now the run fails at once and says what to do."""
+    from tasks.blocks import BlockConflict
+
+    block = CurationAzureCredentials(account_name="acct", account_url="http://127.0.0.1:1/acct", account_key=KEY)
+    config = AzureStorageConfig(container_name="drives", credentials_block="curation-azure", **{field: value})
+    with pytest.raises(BlockConflict) as error:
+        block.apply_to(config)
+    message = str(error.value)
+    assert f"storage.{field} is {value!r}" in message and "'curation-azure'" in message
+    assert f"remove {field} from the storage parameter" in message and KEY not in message
 
 
 def test_configs_with_their_own_credential_or_no_block_are_left_alone():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from curation.inference.service import fetch
-from curation.inference.service.fetch import FetchError, _check_host, fetch_bytes
+from curation.inference.service.fetch import FetchError, _checked_address, fetch_bytes
 
 SECRET = "s3cr3tS1gnature%2Bab%3D"
 SIG = f"sv=2024-01-01&sp=r&sig={SECRET}"
@@ -22,6 +22,7 @@ CAP = 1000
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     requests: list[str] = []
+    flaky_seen = 0
 
     def log_message(self, *args: object) -> None:  # keep the test output quiet
         pass
@@ -68,6 +69,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(302, headers={"Location": f"http://[::1]:{self.server.server_address[1]}/ok?{SIG}"})
         elif path == "/to-file":
             self._send(302, headers={"Location": "file:///etc/hostname"})
+        elif path.startswith("/flaky/"):  # /flaky/<status>/<failures>: that many failures, then the body
+            _, _, status, failures = path.split("/")
+            Handler.flaky_seen += 1
+            if Handler.flaky_seen <= int(failures):
+                self._send(int(status), b"busy", headers={"Retry-After": "0"})
+            else:
+                self._send(200, b"at last")
         elif path == "/to-ftp":
             self._send(302, headers={"Location": f"ftp://example.com/x.jpg?{SIG}"})
         else:
@@ -86,7 +94,7 @@ def server() -> Iterator[str]:
 
 @pytest.fixture()
 def client() -> Iterator[httpx.Client]:
-    Handler.requests = []
+    Handler.requests, Handler.flaky_seen = [], 0
     with httpx.Client(timeout=5) as c:
         yield c
 
@@ -109,7 +117,7 @@ def assert_no_secret(exc: BaseException) -> None:
     assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
 
 
-def only_loopback_test_server(real=_check_host):
+def only_loopback_test_server(real=_checked_address):
     """A host check that lets the test server (127.0.0.1) through and applies the real rules to any other host."""
 
     def check(host: str, allow_private: bool) -> None:
@@ -137,14 +145,14 @@ def only_loopback_test_server(real=_check_host):
 def test_non_public_hosts_are_refused(host, monkeypatch):
     monkeypatch.setattr(socket, "socket", _no_sockets)
     with pytest.raises(FetchError, match="non-public address"):
-        _check_host(host, allow_private=False)
-    _check_host(host, allow_private=True)  # explicitly allowed: no check at all
+        _checked_address(host, allow_private=False)
+    _checked_address(host, allow_private=True)  # explicitly allowed: no check at all
 
 
 @pytest.mark.parametrize("host", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "2002:808:808::1"])
 def test_public_literals_are_accepted_without_any_connection(host, monkeypatch):
     monkeypatch.setattr(socket, "socket", _no_sockets)  # resolving a literal opens no socket
-    _check_host(host, allow_private=False)
+    _checked_address(host, allow_private=False)
 
 
 def _no_sockets(*args: object, **kwargs: object):
@@ -174,7 +182,7 @@ def test_exactly_max_redirects_is_fine_and_one_more_is_not(server, client):
 
 @pytest.mark.parametrize("route", ["/to-metadata", "/to-private", "/to-loopback6"])
 def test_redirect_to_a_private_host_is_refused(route, server, client, monkeypatch):
-    monkeypatch.setattr(fetch, "_check_host", only_loopback_test_server())
+    monkeypatch.setattr(fetch, "_checked_address", only_loopback_test_server())
     refused(f"{server}{route}?{SIG}", client, "non-public address", allow_private=False)
     assert len(Handler.requests) == 1  # the redirect target was never contacted (it is not this server)
 
@@ -253,3 +261,65 @@ def test_httpx_request_logs_carry_no_query(server, client):
         logger.setLevel(level)
     assert any("/chain/1" in line for line in lines), lines  # httpx did log the requests...
     assert not any("sig=" in line or "s3cr3t" in line for line in lines), lines  # ...without their query
+
+
+# --- transient failures are retried; what still fails is marked transient --------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_throttling_and_server_errors_are_retried_honouring_retry_after(status, server, client):
+    assert get(f"{server}/flaky/{status}/2?{SIG}", client, retry_budget_s=30) == b"at last"
+    assert len(Handler.requests) == 3
+
+
+def test_a_fetch_that_keeps_failing_is_transient_with_its_attempts(server, client):
+    error = refused(f"{server}/flaky/503/1000?{SIG}", client, r"HTTP 503 fetching .* \(tried \d+ times\)",
+                    retry_budget_s=0.3)
+    assert error.transient and len(Handler.requests) >= 2
+
+
+def test_without_a_budget_a_fetch_is_tried_once(server, client):
+    error = refused(f"{server}/flaky/503/1?{SIG}", client, "HTTP 503")
+    assert error.transient and len(Handler.requests) == 1
+
+
+@pytest.mark.parametrize("route", ["/missing", "/big"])
+def test_permanent_failures_are_not_retried(route, server, client):
+    error = refused(f"{server}{route}?{SIG}", client, "HTTP 404|cap", retry_budget_s=30)
+    assert not error.transient and len(Handler.requests) == 1
+
+
+def test_connection_refused_is_transient(client):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    error = refused(f"http://127.0.0.1:{port}/x.jpg?{SIG}", client, "ConnectError", retry_budget_s=0.2)
+    assert error.transient
+
+
+# --- the connection goes to the checked address (no DNS rebinding) ----------------------------------------
+
+
+def test_the_request_goes_to_the_address_that_was_checked(monkeypatch):
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])  # a rebinding resolver: public first, loopback next
+    lookups = []
+
+    def resolver(host, *args, **kwargs):
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in next(answers)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"pixels")
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as mock:
+        body = get(f"https://images.example.com:8443/a/b.jpg?{SIG}", mock, allow_private=False)
+    assert body == b"pixels" and lookups == ["images.example.com"]  # resolved once
+    (request,) = seen
+    assert request.url.host == "93.184.216.34" and request.url.port == 8443
+    assert request.headers["host"] == "images.example.com:8443"
+    assert request.extensions["sni_hostname"] == "images.example.com"  # TLS checks the certificate of the name
+    assert request.url.path == "/a/b.jpg" and "sig=" in str(request.url.query)

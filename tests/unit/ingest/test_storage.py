@@ -100,3 +100,213 @@ def test_a_container_sas_that_grants_more_than_read_and_list_is_refused(permissi
     with pytest.raises(StorageError, match=refused) as raised:
         open_storage(config, Settings())
     assert "c2VjcmV0" not in str(raised.value) and "sig=" not in str(raised.value)
+
+
+def test_hidden_files_in_a_folder_are_listed_and_rejected_with_their_reason(tmp_path):
+    """Issue #17: the folder used to skip hidden files silently while a container listed them; now both list them
+    and validation rejects them as "hidden file", counted like any other rejection."""
+    from curation.ingest.validation import validate_listing
+
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / "a").mkdir()
+    for name in ["0.jpg", "1.jpg", ".DS_Store", ".hidden.jpg", ".cache/2.jpg", "a/.3.png", "a/4.png"]:
+        (tmp_path / name).write_bytes(b"jpeg")
+    storage = LocalStorage(LocalStorageConfig(path=tmp_path))
+    assert {".DS_Store", ".hidden.jpg", ".cache/2.jpg", "a/.3.png"} <= {b.name for b in storage.list_blobs()}
+    report = validate_listing(storage.list_blobs())
+    assert [b.name for b in report.accepted] == ["0.jpg", "1.jpg", "a/4.png"]
+    assert report.found == 7 and report.rejected == {"hidden file": 4}
+
+
+# --- Azure AD: a per-blob read SAS signed with a user delegation key -------------------------------------------
+
+
+class FakeTokenCredential:
+    """A token credential that never talks to Azure AD (the signing choice is tested, not the sign-in)."""
+
+    def get_token(self, *scopes: str, **kwargs: object):
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("not-a-real-token", 4102444800)
+
+
+class FakeDelegationService:
+    """Stands in for BlobServiceClient.get_user_delegation_key: records each request, returns a fixed key."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple] = []
+
+    def get_user_delegation_key(self, start, expiry):
+        from azure.storage.blob import UserDelegationKey
+
+        self.requests.append((start, expiry))
+        key = UserDelegationKey()
+        key.signed_oid, key.signed_tid = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+        key.signed_start, key.signed_expiry = start.strftime("%Y-%m-%dT%H:%M:%SZ"), expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key.signed_service, key.signed_version = "b", "2025-11-05"
+        key.value = "ZGVsZWdhdGlvbi1rZXktbm90LXJlYWw="
+        return key
+
+
+def test_azure_ad_signs_a_read_only_blob_sas_with_one_user_delegation_key_per_validity():
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    from curation.ingest.storage import DELEGATION_KEY_SPARE, AzureBlobStorage
+
+    config = AzureStorageConfig(container_name="c", account_name="acct", account_url="https://127.0.0.1:1/acct", azure_ad=True)
+    storage = AzureBlobStorage(config, token_credential=FakeTokenCredential())
+    fake = FakeDelegationService()
+    storage._service = fake
+    expiry = datetime.now(UTC) + timedelta(hours=4)
+    first, second = storage.sign_url("dir/a.jpg", expiry), storage.sign_url("b.jpg", expiry + timedelta(minutes=5))
+    assert len(fake.requests) == 1  # one key signs every URL while it is valid past their expiry
+    start, until = fake.requests[0]
+    assert start <= datetime.now(UTC) and until >= expiry + DELEGATION_KEY_SPARE - timedelta(seconds=5)
+    for url, blob in ((first, "dir/a.jpg"), (second, "b.jpg")):
+        assert url.startswith(f"https://127.0.0.1:1/acct/c/{blob}?")
+        query = parse_qs(urlsplit(url).query)
+        # a read of this blob only (sr=b, sp=r), signed by the delegation key (skoid/sktid), never the account key
+        assert query["sp"] == ["r"] and query["sr"] == ["b"] and "sig" in query
+        assert query["skoid"] == ["11111111-2222-3333-4444-555555555555"] and query["skt"] and query["ske"]
+    storage.sign_url("c.jpg", until + timedelta(minutes=1))  # a SAS that would outlive the key: a fresh one
+    assert len(fake.requests) == 2 and fake.requests[1][1] > until
+    assert storage.descriptor()["azure_ad"] is True
+
+
+def test_azure_ad_service_principal_and_environment_choose_the_credential():
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    from curation.ingest.storage import AzureBlobStorage, azure_ad_credential
+
+    secret = "c2VydmljZS1wcmluY2lwYWwtc2VjcmV0"
+    principal = AzureStorageConfig(
+        container_name="c", account_name="acct", tenant_id="t-1", client_id="app-1", client_secret=SecretStr(secret)
+    )
+    assert principal.uses_azure_ad() and isinstance(azure_ad_credential(principal), ClientSecretCredential)
+    storage = open_storage(principal, Settings())
+    assert isinstance(storage, AzureBlobStorage) and storage._service is not None and storage._key is None
+    assert secret not in repr(principal) and secret not in principal.model_dump_json() and secret not in str(storage.descriptor())
+    assert isinstance(azure_ad_credential(AzureStorageConfig(container_name="c", azure_ad=True)), DefaultAzureCredential)
+    with pytest.raises(StorageError, match="tenant_id and client_id"):
+        azure_ad_credential(AzureStorageConfig(container_name="c", client_secret=SecretStr(secret)))
+
+    # From the environment: CURATION_AZURE_AD, or a service principal; never with a key beside it.
+    bare = AzureStorageConfig(container_name="c", account_name="acct")
+    assert bare.with_env_credentials(Settings(azure_ad=True)).uses_azure_ad()
+    filled = bare.with_env_credentials(
+        Settings(azure_tenant_id="t-2", azure_client_id="app-2", azure_client_secret=SecretStr(secret))
+    )
+    assert (filled.tenant_id, filled.client_id, filled.client_secret.get_secret_value()) == ("t-2", "app-2", secret)
+    with pytest.raises(StorageError, match="exactly one credential"):
+        open_storage(bare, Settings(azure_ad=True, azure_account_key=SecretStr("k" * 20)))
+    asked = AzureStorageConfig(container_name="c", account_name="acct", azure_ad=True)
+    assert asked.with_env_credentials(Settings(azure_account_key=SecretStr("k" * 20))).account_key is None
+
+
+def test_a_storage_descriptor_rebuilds_the_azure_ad_config_without_its_secret():
+    from curation.dataset.registry import DatasetRecord
+    from curation.ingest.steps import storage_of
+
+    config = AzureStorageConfig(
+        container_name="c", account_name="acct", tenant_id="t", client_id="app", client_secret=SecretStr("s" * 20)
+    )
+    descriptor = open_storage(config, Settings()).descriptor()
+    rebuilt = storage_of(DatasetRecord.model_construct(storage=descriptor))
+    assert (rebuilt.tenant_id, rebuilt.client_id, rebuilt.client_secret) == ("t", "app", None)
+
+
+# --- An unreachable endpoint is reported within ~30 s; a 503 is still retried ----------------------------------
+
+KEY = "c2VjcmV0LWtleS1ub3QtcmVhbA=="
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _azure(port: int) -> AzureStorageConfig:
+    return AzureStorageConfig(
+        container_name="drives", account_name="acct", account_key=SecretStr(KEY), account_url=f"http://127.0.0.1:{port}/acct"
+    )
+
+
+def test_the_azure_clients_retries_and_timeouts_bound_an_unreachable_endpoint_to_30_s():
+    """Issue #17: the SDK's defaults took 327 s to report a down endpoint. The bound is computed from the policy the
+    client really carries, never timed."""
+    storage = open_storage(_azure(_closed_port()), Settings())
+    policy = storage.container._config.retry_policy  # type: ignore[attr-defined]
+    connect_timeout = storage.container._pipeline._transport.connection_config.timeout  # type: ignore[attr-defined]
+    attempts = 1 + min(policy.total_retries, policy.connect_retries)
+    backoffs = sum(
+        policy.initial_backoff + (0 if n == 0 else policy.increment_base**n) + policy.random_jitter_range
+        for n in range(attempts - 1)
+    )
+    assert attempts * connect_timeout + backoffs <= 30, (attempts, connect_timeout, backoffs)
+    assert policy.status_retries >= 3 and policy.total_retries >= 3  # a 503 mid-run still gets retries
+
+
+def test_a_closed_port_is_a_one_line_unreachable_error_after_three_connection_attempts(monkeypatch):
+    from types import SimpleNamespace
+
+    import urllib3.util.connection as connection
+
+    from curation.ingest import storage
+    from tasks.curation_tasks import _worth_listing_again
+
+    attempts: list[object] = []
+    real = connection.create_connection
+
+    def counting(address, *args, **kwargs):  # every TCP connection the Azure client opens
+        attempts.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(connection, "create_connection", counting)
+    monkeypatch.setattr(storage, "AZURE_CLIENT_KWARGS", {"initial_backoff": 0, "increment_base": 0, "random_jitter_range": 0})
+    port = _closed_port()
+    with pytest.raises(StorageError) as raised:
+        list(open_storage(_azure(port), Settings()).list_blobs())
+    error = raised.value
+    assert str(error) == f"cannot list container 'drives': could not reach http://127.0.0.1:{port} (Connection refused)"
+    assert error.unreachable and error.transient and KEY not in str(error)
+    assert len(attempts) == 1 + storage.AZURE_RETRIES_AND_TIMEOUTS["retry_connect"] == 3
+    # The list-images task does not try again: the client's attempts are the whole bound.
+    assert not _worth_listing_again(None, None, SimpleNamespace(data=error))
+
+
+def test_a_503_is_retried_by_the_client_and_then_by_the_listing_task(monkeypatch):
+    import http.server
+    import threading
+    from types import SimpleNamespace
+
+    from curation.ingest import storage
+    from tasks.curation_tasks import _worth_listing_again
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        requests = 0
+
+        def do_GET(self) -> None:
+            type(self).requests += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(storage, "AZURE_CLIENT_KWARGS", {"initial_backoff": 0, "increment_base": 0, "random_jitter_range": 0})
+    try:
+        with pytest.raises(StorageError) as raised:
+            list(open_storage(_azure(server.server_port), Settings()).list_blobs())
+    finally:
+        server.shutdown()
+    error = raised.value
+    assert Busy.requests == 1 + storage.AZURE_RETRIES_AND_TIMEOUTS["retry_status"] == 4
+    assert error.transient and not error.unreachable and KEY not in str(error)
+    assert _worth_listing_again(None, None, SimpleNamespace(data=error))

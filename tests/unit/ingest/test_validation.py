@@ -36,3 +36,13 @@ def test_thirty_images_are_refused_with_the_counts_in_the_message():
 
 def test_thirty_one_images_are_enough():
     require_enough(validate_listing(blobs(*[(f"{i}.jpg", 100) for i in range(31)])), 31)
+
+
+def test_hidden_files_and_files_in_hidden_folders_are_rejected_and_counted():
+    """Issue #17: one rule for a folder and a container; a hidden entry is a counted rejection, never skipped."""
+    report = validate_listing(
+        blobs(("a.jpg", 1), (".DS_Store", 9), (".b.jpg", 1), ("x/.c.png", 1), (".thumbs/d.jpg", 1), ("e/.f/g.jpg", 1),
+              ("h.i/j.jpg", 1))
+    )
+    assert [b.name for b in report.accepted] == ["a.jpg", "h.i/j.jpg"]
+    assert report.found == 7 and report.rejected == {"hidden file": 5}
