@@ -38,9 +38,9 @@ def run(n: int) -> dict[str, object]:
     import panel as pn
     import polars as pl
 
-    from dashboards.embedding_view import build_figure
-    from dashboards.filters_view import summary_html
-    from dashboards.store import MAX_POINTS, DataStore, _load
+    from curation.dashboards.embedding_view import build_figure
+    from curation.dashboards.filters_view import summary_html
+    from curation.dashboards.store import MAX_POINTS, DataStore, _load
     from tests.browser.dataset_builder import build_dataset
 
     with tempfile.TemporaryDirectory() as tmp:

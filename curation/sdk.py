@@ -114,8 +114,8 @@ class Curation:
         Raises:
             DatasetTooSmall: too few acceptable images; no dataset is created.
         """
-        from flows.curate_dataset import curate_dataset
-        from flows.runners import prefect_api_for
+        from curation.flows.curate_dataset import curate_dataset
+        from curation.flows.runners import prefect_api_for
 
         with use_settings(self.service_settings()), prefect_api_for(self.settings):  # the settings choose the task runner
             try:
@@ -132,8 +132,8 @@ class Curation:
         Returns:
             The dataset status: Processing, Completed or Failed.
         """
-        from flows.runners import prefect_api_for
-        from flows.track_curation import track_curation
+        from curation.flows.runners import prefect_api_for
+        from curation.flows.track_curation import track_curation
 
         with use_settings(self.service_settings()), prefect_api_for(self.settings):
             try:
@@ -155,8 +155,8 @@ class Curation:
         Raises:
             DatasetTooSmall: no dataset yet and too few acceptable images to create one.
         """
-        from flows.curate_new_blobs import curate_new_blobs
-        from flows.runners import prefect_api_for
+        from curation.flows.curate_new_blobs import curate_new_blobs
+        from curation.flows.runners import prefect_api_for
 
         with use_settings(self.service_settings()), prefect_api_for(self.settings):
             return curate_new_blobs(storage_config, name)
@@ -228,8 +228,8 @@ class Curation:
         Returns:
             The fidelity report per 20% step, side by side with uniform random sampling.
         """
-        from flows.runners import prefect_api_for
-        from flows.sample_dataset import sample_dataset
+        from curation.flows.runners import prefect_api_for
+        from curation.flows.sample_dataset import sample_dataset
 
         self.catalog.dataset(dataset_id).require_completed("sampled")
         with use_settings(self.settings), prefect_api_for(self.settings):
@@ -260,8 +260,8 @@ class Curation:
         Returns:
             A summary per category (classes, labelled counts, training accuracy) and the new meta-model version.
         """
-        from flows.runners import prefect_api_for
-        from flows.teach_dataset import teach_dataset
+        from curation.flows.runners import prefect_api_for
+        from curation.flows.teach_dataset import teach_dataset
 
         self.catalog.dataset(dataset_id).require_completed("taught")
         with use_settings(self.settings), prefect_api_for(self.settings):

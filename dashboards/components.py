@@ -26,6 +26,11 @@ GRID_CSS = """
 .tile .badge { position: absolute; top: 4px; left: 4px; background: #d62728; color: white; font: 10px sans-serif;
                padding: 1px 5px; border-radius: 3px; }
 .empty { font: 14px sans-serif; color: #495057; padding: 24px; }
+.tile .open-full { position: absolute; top: 3px; right: 3px; width: 22px; height: 22px; border-radius: 4px;
+                   background: rgba(0, 0, 0, 0.55); color: white; font: 15px/22px sans-serif; text-align: center;
+                   opacity: 0; transition: opacity 0.15s; }
+.tile:hover .open-full, .tile.selected .open-full { opacity: 1; }
+.tile .open-full:hover { background: #0072b5; }
 """
 
 
@@ -39,6 +44,7 @@ class ThumbnailGrid(JSComponent):
     selected = param.String(default="", doc="Image id drawn highlighted.")
     tile = param.Integer(default=130, doc="Minimum tile width in pixels.")
     empty_text = param.String(default="No images match the filters.")
+    openable = param.Boolean(default=False, doc="Tiles open full size on a double-click or their \u2922 corner.")
 
     _esm = """
     export function render({ model, el }) {
@@ -82,6 +88,18 @@ class ThumbnailGrid(JSComponent):
           cap.title = item.name;
           tile.append(cap);
           tile.addEventListener('click', () => model.send_msg({ id: item.id }));
+          if (model.openable) {
+            const open = document.createElement('span');
+            open.className = 'open-full';
+            open.textContent = '\u2922';
+            open.title = 'Open full size (or double-click the thumbnail)';
+            open.addEventListener('click', (e) => {
+              e.stopPropagation();
+              model.send_msg({ id: item.id, open: true });
+            });
+            tile.append(open);
+            tile.addEventListener('dblclick', () => model.send_msg({ id: item.id, open: true }));
+          }
           grid.append(tile);
         }
       }
@@ -89,6 +107,7 @@ class ThumbnailGrid(JSComponent):
       model.on('items', draw);
       model.on('selected', draw);
       model.on('tile', draw);
+      model.on('openable', draw);
       return grid;
     }
     """
@@ -97,14 +116,19 @@ class ThumbnailGrid(JSComponent):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._click_callbacks: list[Callable[[str], None]] = []
+        self._open_callbacks: list[Callable[[str], None]] = []
 
     def on_click(self, callback: Callable[[str], None]) -> None:
         self._click_callbacks.append(callback)
 
+    def on_open(self, callback: Callable[[str], None]) -> None:
+        """Called with the image id of a tile opened full size (`openable` grids only)."""
+        self._open_callbacks.append(callback)
+
     def _handle_msg(self, msg: Any) -> None:
         image_id = msg.get("id") if isinstance(msg, dict) else None
         if isinstance(image_id, str):
-            for callback in self._click_callbacks:
+            for callback in self._open_callbacks if msg.get("open") else self._click_callbacks:
                 callback(image_id)
 
 

@@ -15,8 +15,8 @@ import panel as pn
 from curation.dataset.catalog import DatasetProcessing
 from curation.dataset.registry import DatasetRecord, DatasetType, DemoDatasetProtected, Status
 from curation.viewer.data import filter_records
-from dashboards.components import button, esc, html_pane, message
-from dashboards.store import DataStore
+from curation.dashboards.components import button, esc, html_pane, message
+from curation.dashboards.store import DataStore
 
 REFRESH_MS = 3000
 CARD_STYLES = {"border": "1px solid #dee2e6", "border-radius": "8px", "padding": "8px", "background": "white"}

@@ -11,8 +11,8 @@ import polars as pl
 
 from curation.taxonomy import CATEGORIES
 from curation.viewer.data import class_label
-from dashboards.components import LazyView, html_pane, message
-from dashboards.store import DataStore
+from curation.dashboards.components import LazyView, html_pane, message
+from curation.dashboards.store import DataStore
 
 
 def distribution_plots(dist: pl.DataFrame, pct: int) -> hv.Layout:

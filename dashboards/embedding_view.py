@@ -11,8 +11,8 @@ import polars as pl
 from curation.dataset.tags import NONE_LABEL
 from curation.taxonomy import CATEGORIES
 from curation.viewer.data import class_label, class_options, thumbnail_data_uri
-from dashboards.components import LazyView, ScriptLoader, esc, html_pane, message
-from dashboards.store import MAX_POINTS, DataStore
+from curation.dashboards.components import LazyView, ScriptLoader, button, esc, html_pane, message
+from curation.dashboards.store import MAX_POINTS, DataStore
 
 # No red here: red means "excluded by sampling".
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#bcbd22")
@@ -99,8 +99,11 @@ class EmbeddingView(LazyView):
         self._hovered: str | None = None
         self.colour.param.watch(self._render, "value")
         store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "selected_image"])
+        # The clicked point's image full size: the page wires this button to the full-size viewer
+        self.open_full = button("Open full size", width=130, disabled=True, css_classes=["embedding-open-full"])
+        store.param.watch(lambda e: setattr(self.open_full, "disabled", not e.new), "selected_image")
         self.panel = pn.Column(
-            pn.Row(self.colour, self.hover, self.note, sizing_mode="stretch_width"),
+            pn.Row(self.colour, self.open_full, self.hover, self.note, sizing_mode="stretch_width"),
             self.plot_area,
             sizing_mode="stretch_width",
         )

@@ -7,8 +7,8 @@ from typing import Any
 import panel as pn
 
 from curation.viewer.data import class_label, class_options
-from dashboards.components import button, esc, html_pane, message
-from dashboards.store import DataStore
+from curation.dashboards.components import button, esc, html_pane, message
+from curation.dashboards.store import DataStore
 
 
 def _label(cls: str, count: int) -> str:

@@ -7,8 +7,8 @@ from typing import Any
 import panel as pn
 
 from curation.viewer.data import class_label, format_bytes
-from dashboards.components import ThumbnailGrid, button, esc, html_pane, message
-from dashboards.store import DataStore
+from curation.dashboards.components import ThumbnailGrid, button, esc, html_pane, message
+from curation.dashboards.store import DataStore
 
 
 class GalleryView:
@@ -16,7 +16,7 @@ class GalleryView:
 
     def __init__(self, store: DataStore) -> None:
         self.store = store
-        self.grid = ThumbnailGrid(sizing_mode="stretch_width", css_classes=["gallery"])
+        self.grid = ThumbnailGrid(sizing_mode="stretch_width", css_classes=["gallery"], openable=True)
         self.grid.on_click(lambda image_id: setattr(store, "selected_image", image_id))
         self.first = button("\u00ab First", width=80)
         self.prev = button("\u2039 Prev", width=80)
@@ -30,7 +30,9 @@ class GalleryView:
         store.param.watch(self._render, ["dataset_id", "selections", "fraction", "page"])
         store.param.watch(lambda e: setattr(self.grid, "selected", e.new or ""), "selected_image")
         self.panel = pn.Column(
-            pn.Row(self.first, self.prev, self.label, self.next, self.last),
+            pn.Row(self.first, self.prev, self.label, self.next, self.last,
+                   html_pane('<span class="cur-hint">Double-click (or \u2922): full size</span>',
+                             margin=(14, 10))),
             self.grid,
             sizing_mode="stretch_width",
         )
@@ -86,9 +88,11 @@ class QuickFileView:
         self.similar.on_click(lambda image_id: setattr(store, "selected_image", image_id))
         close = pn.widgets.Button(name="Close", width=70, button_type="light")
         close.on_click(lambda e: setattr(store, "selected_image", None))
+        # Wired by the page to the full-size viewer (dashboards.fullsize_view)
+        self.open_full = button("Open full size", width=120, button_type="primary", css_classes=["qfv-open-full"])
         store.param.watch(self._render, ["selected_image", "fraction", "dataset_id"])
         self.panel = pn.Column(
-            pn.Row(pn.pane.Markdown("#### Image", margin=(0, 5)), pn.layout.HSpacer(), close),
+            pn.Row(pn.pane.Markdown("#### Image", margin=(0, 5)), pn.layout.HSpacer(), self.open_full, close),
             self.body, self.similar_title, self.similar,
             sizing_mode="stretch_width", scroll=True,
         )

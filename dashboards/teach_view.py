@@ -8,8 +8,8 @@ import panel as pn
 
 from curation.taxonomy import DEFAULT_TAXONOMY
 from curation.viewer.data import class_label, label_counts, teach_summary_lines
-from dashboards.components import APP_CSS, button, esc, html_pane, message
-from dashboards.store import DataStore
+from curation.dashboards.components import APP_CSS, button, esc, html_pane, message
+from curation.dashboards.store import DataStore
 
 HINT = ("Pick a category and a class, then label the image open on the right or every image of this gallery page. "
         "Teach needs 2+ labelled images for each of 2+ classes of a category.")

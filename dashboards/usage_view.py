@@ -11,7 +11,7 @@ import panel as pn
 import polars as pl
 
 from curation.viewer.data import read_usage, usage_by_day
-from dashboards.components import esc, html_pane, message
+from curation.dashboards.components import esc, html_pane, message
 
 NO_LEDGER = "No usage ledger configured (set CURATION_USAGE_PATH to the inference service's usage JSON file)."
 

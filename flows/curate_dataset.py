@@ -11,10 +11,10 @@ from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType
 from curation.inference.shards import shards
 from curation.ingest.storage import BlobInfo
 from curation.run import Run
-from flows.runners import run_resources
-from flows.track_curation import track_curation
-from tasks.blocks import StorageParameter, secrets_from_blocks
-from tasks.curation_tasks import (
+from curation.flows.runners import run_resources
+from curation.flows.track_curation import track_curation
+from curation.tasks.blocks import StorageParameter, secrets_from_blocks
+from curation.tasks.curation_tasks import (
     check_service,
     list_images,
     mark_failed,
@@ -25,8 +25,8 @@ from tasks.curation_tasks import (
     submit_shard,
     with_timeout,
 )
-from tasks.dataset_tasks import publish_report
-from tasks.incremental_tasks import plan_retry
+from curation.tasks.dataset_tasks import publish_report
+from curation.tasks.incremental_tasks import plan_retry
 
 
 @flow(name="curate-dataset")
@@ -58,7 +58,7 @@ def curate_dataset(
         if resume:
             retry = plan_retry(run.settings, run.dataset(resume), storage)
             if retry is not None:  # a written dataset: its images that failed for a transient reason, as a version
-                from flows.curate_new_blobs import retry_images  # that module builds on this one
+                from curation.flows.curate_new_blobs import retry_images  # that module builds on this one
 
                 with_timeout(check_service, run.settings)(run)
                 retry_images(run, run.dataset(resume).load_record(), retry)

@@ -14,12 +14,14 @@ from curation.dataset.registry import DatasetFailed, DatasetRecord, DatasetType,
 from curation.ingest.validation import ValidationReport
 from curation.run import Run
 from curation.dataset.versions import Delta
-from flows.curate_dataset import curate_listed
-from flows.runners import TaskRunnerFromSettings, run_resources
-from tasks.blocks import StorageParameter, secrets_from_blocks
-from tasks.curation_tasks import check_service, complete_dataset, register_dataset, resolve_credentials, with_timeout
-from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
-from tasks.incremental_tasks import (
+from curation.flows.curate_dataset import curate_listed
+from curation.flows.runners import TaskRunnerFromSettings, run_resources
+from curation.tasks.blocks import StorageParameter, secrets_from_blocks
+from curation.tasks.curation_tasks import (
+    check_service, complete_dataset, register_dataset, resolve_credentials, with_timeout,
+)
+from curation.tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
+from curation.tasks.incremental_tasks import (
     VersionPlan,
     build_version,
     commit_version,

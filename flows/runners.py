@@ -14,7 +14,7 @@ from curation.dataset.catalog import Catalog, DatasetStore
 from curation.ingest.steps import StorageConfig
 from curation.run import Run, open_run
 from curation.settings import Settings, get_settings, use_settings
-from tasks.blocks import load_storage_credentials
+from curation.tasks.blocks import load_storage_credentials
 
 
 def task_runner_for(settings: Settings) -> TaskRunner[Any]:

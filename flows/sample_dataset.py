@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from prefect import flow
 from pydantic import Field
 
-from flows.runners import dataset_store
-from tasks.dataset_tasks import compute_sampling, publish_step_report
+from curation.flows.runners import dataset_store
+from curation.tasks.dataset_tasks import compute_sampling, publish_step_report
 
 
 @flow(name="sample-dataset")

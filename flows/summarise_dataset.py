@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from flows.runners import dataset_store
-from tasks.dataset_tasks import summarise_dataset as summarise
+from curation.flows.runners import dataset_store
+from curation.tasks.dataset_tasks import summarise_dataset as summarise
 
 
 @flow(name="summarise-dataset")

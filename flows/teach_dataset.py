@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from flows.runners import dataset_store
-from tasks.dataset_tasks import compute_sampling, publish_step_report, teach_probes
+from curation.flows.runners import dataset_store
+from curation.tasks.dataset_tasks import compute_sampling, publish_step_report, teach_probes
 
 
 @flow(name="teach-dataset")

@@ -17,9 +17,9 @@ from curation.inference.shard_jobs import Progress, ShardLost
 from curation.ingest.storage import LocalStorageConfig
 from curation.run import Run
 from curation.tracking import ShardKey, track
-from flows.runners import TaskRunnerFromSettings, run_resources
-from tasks.blocks import AzureStorageParameter, secrets_from_blocks
-from tasks.curation_tasks import (
+from curation.flows.runners import TaskRunnerFromSettings, run_resources
+from curation.tasks.blocks import AzureStorageParameter, secrets_from_blocks
+from curation.tasks.curation_tasks import (
     complete_dataset,
     mark_failed,
     poll_jobs,
@@ -28,8 +28,8 @@ from tasks.curation_tasks import (
     with_timeout,
     write_results,
 )
-from tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
-from tasks.publish_tasks import publish_parquet
+from curation.tasks.dataset_tasks import analyse_dataset, compute_sampling, publish_report
+from curation.tasks.publish_tasks import publish_parquet
 from curation.inference.shards import lost_shard, shards_to_store, wait_for_a_shard
 
 

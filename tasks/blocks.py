@@ -4,8 +4,8 @@ prefect-azure's AzureBlobStorageCredentials holds a connection string or an acco
 DefaultAzureCredential, but no account key or SAS token (an account key signs our per-blob read SAS), and it
 installs prefect-docker and azure-mgmt-* with it; this block is the small one we need.
 
-Register the block type once per Prefect server with `prefect block register -m tasks.blocks`
-(`.save()` registers it too). `python -m tasks.blocks NAME` saves one from the AZURE_STORAGE_* environment.
+Register the block type once per Prefect server with `prefect block register -m curation.tasks.blocks`
+(`.save()` registers it too). `python -m curation.tasks.blocks NAME` saves one from the AZURE_STORAGE_* environment.
 """
 
 from __future__ import annotations
@@ -227,6 +227,6 @@ def save_from_environment(name: str) -> CurationAzureCredentials:
     return block
 
 
-if __name__ == "__main__":  # python -m tasks.blocks curation-azure
+if __name__ == "__main__":  # python -m curation.tasks.blocks curation-azure
     saved = save_from_environment(sys.argv[1] if len(sys.argv) > 1 else "curation-azure")
     print(f"saved block {saved._block_document_name!r} (account {saved.account_name or saved.account_url})")

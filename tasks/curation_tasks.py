@@ -122,7 +122,7 @@ SHARD_CACHE = {"cache_key_fn": _shard_cache_key, "persist_result": True}
 
 def resolve_credentials(config: StorageConfig) -> StorageConfig:
     """Fill Azure credentials from the Prefect block the config names (credentials_block or secret_block)."""
-    from tasks.blocks import load_storage_credentials
+    from curation.tasks.blocks import load_storage_credentials
 
     return load_storage_credentials(config)
 

@@ -14,7 +14,7 @@ from curation.ingest import steps
 from curation.ingest.storage import open_storage
 from curation.ingest.validation import ValidationReport, require_enough, validate_listing
 from curation.settings import Settings
-from tasks.curation_tasks import PRIVATE, StorageConfig
+from curation.tasks.curation_tasks import PRIVATE, StorageConfig
 
 
 @dataclass(frozen=True)

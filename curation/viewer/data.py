@@ -13,10 +13,13 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import polars as pl
 
@@ -320,3 +323,202 @@ def teach_summary_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"The sampling order could not be recomputed ({summary['sampling_error']}); "
                      "it still follows the old tags.")
     return lines
+
+
+# -- the full-resolution viewer -------------------------------------------------------------------------------
+MAX_SIDE = 2048  # px on the long side of an original sent through the websocket; larger ones are downscaled first
+SAS_MINUTES = 15  # lifetime of the read-only SAS of the one blob the viewer shows
+_INLINE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class OriginalRefused(ValueError):
+    """A blob name that would read a file outside the dataset's folder (absolute, `..`, a symlink leading out)."""
+
+
+@dataclass(frozen=True)
+class Original:
+    """What the full-size viewer shows: `src` (a data: URI, or a signed URL of one blob), or None and the thumbnail.
+
+    `note` is one line: the original's size and how it is shown, or why only the thumbnail is (never a secret).
+    """
+
+    src: str | None
+    note: str
+
+
+def local_original_path(folder: Path | str, blob_name: str) -> Path:
+    """The file of `blob_name` in a local storage folder (names are relative to the folder, as listing made them).
+
+    Refuses (OriginalRefused) an empty or absolute name, one with a `..` component, and one that resolves (symlinks
+    followed) outside the folder, so a files table cannot make the viewer read any other file.
+    """
+    root = Path(folder).expanduser().resolve()
+    parts = blob_name.replace("\\", "/").split("/")
+    if not blob_name or blob_name.startswith(("/", "\\")) or ".." in parts or (len(blob_name) > 1 and blob_name[1] == ":"):
+        raise OriginalRefused(f"the name {blob_name!r} is absolute or contains '..'")
+    path = (root / blob_name).resolve()
+    if not path.is_relative_to(root):
+        raise OriginalRefused(f"{blob_name!r} leads out of the dataset's folder")
+    return path
+
+
+def image_data_uri(data: bytes, max_side: int = MAX_SIDE) -> tuple[str, int, int, bool]:
+    """(data: URI, width, height, downscaled) of an encoded image: as it is when a browser shows its format and its
+    long side is at most `max_side`, else a JPEG downscaled to `max_side` (EXIF orientation applied). Raises OSError
+    (or Pillow's DecompressionBombError) when it cannot be decoded."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        mime = _INLINE_TYPES.get(image.format or "")
+        if mime and max(width, height) <= max_side:
+            return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", width, height, False
+        shown = ImageOps.exif_transpose(image)
+        shown.thumbnail((max_side, max_side))
+        out = io.BytesIO()
+        shown.convert("RGB").save(out, format="JPEG", quality=88)
+    return f"data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode('ascii')}", width, height, True
+
+
+def _inline(data: bytes, where: str, max_side: int) -> Original:
+    try:
+        src, width, height, scaled = image_data_uri(data, max_side)
+    except Exception as exc:  # not an image Pillow reads, or a decompression bomb
+        return Original(None, f"The original cannot be decoded ({exc.__class__.__name__}); showing the thumbnail.")
+    shown = f"; shown downscaled to {max_side:,} px on the long side" if scaled else ""
+    return Original(src, f"Original {width:,} \u00d7 {height:,} px, {format_bytes(len(data))}, {where}{shown}.")
+
+
+def per_blob_sas(config: Any) -> bool:
+    """Whether an Azure config can sign a read-only SAS for one blob (an account key, a connection string with a key,
+    or Azure AD). A user's container SAS cannot: signing would hand the browser that read+list token."""
+    if config.account_key is not None or config.uses_azure_ad():
+        return True
+    if config.connection_string is not None:
+        return "accountkey=" in config.connection_string.get_secret_value().replace(" ", "").lower()
+    return False
+
+
+def original_image(
+    record: DatasetRecord,
+    blob_name: str,
+    settings: Any,
+    *,
+    max_side: int = MAX_SIDE,
+    now: datetime | None = None,
+    credentials: Callable[[Any], Any] | None = None,
+    opener: Callable[[Any, Any], Any] | None = None,
+) -> Original:
+    """The original of one image of a dataset, for the full-size viewer.
+
+    Local storage: the file, read after `local_original_path`'s check, inline (downscaled past `max_side`). Azure: a
+    read-only SAS URL of that one blob, valid SAS_MINUTES, which the browser fetches itself (bytes stay off the
+    websocket); with only a container SAS the server reads the blob and sends it inline, so no token reaches the page.
+    Without credentials, or when anything fails, `src` is None and `note` says why in one line (no secret in it).
+    `credentials` fills an Azure config's credential (e.g. from its Prefect block); `opener` is `open_storage`.
+    """
+    from curation.ingest.steps import storage_of
+    from curation.ingest.storage import AzureStorageConfig, StorageError, open_storage
+
+    descriptor = record.storage or {}
+    kind = descriptor.get("kind")
+    if kind == "local":
+        try:
+            data = local_original_path(descriptor.get("path") or "", blob_name).read_bytes()
+        except OriginalRefused as exc:
+            return Original(None, f"Original refused: {exc}; showing the thumbnail.")
+        except FileNotFoundError:
+            return Original(None, f"The original is missing from {descriptor.get('path')}; showing the thumbnail.")
+        except OSError as exc:
+            return Original(None, f"The original cannot be read ({exc.__class__.__name__}); showing the thumbnail.")
+        return _inline(data, "from the local folder", max_side)
+    if kind != "azure":
+        return Original(None, "This dataset does not say where its originals are; showing the thumbnail.")
+    try:
+        config = storage_of(record)
+        if credentials is not None:
+            config = credentials(config)
+        config = config.with_env_credentials(settings) if isinstance(config, AzureStorageConfig) else config
+    except Exception as exc:  # a credentials block that cannot be loaded: its name, never its value
+        reason = f"The Azure credentials cannot be loaded ({exc.__class__.__name__})"
+        return Original(None, f"{reason}; showing the thumbnail.")
+    if not config.credentials_given():
+        return Original(None, "No Azure credentials on this server (CURATION_AZURE_* or the dataset's credentials "
+                              "block); showing the thumbnail.")
+    try:
+        storage = (opener or open_storage)(config, settings)
+        if per_blob_sas(config):
+            url = storage.sign_url(blob_name, (now or datetime.now(UTC)) + timedelta(minutes=SAS_MINUTES))
+            return Original(url, f"Original from Azure through a read-only link valid {SAS_MINUTES} minutes.")
+        return _inline(storage.read_bytes(blob_name), "read from Azure by the server", max_side)
+    except StorageError as exc:  # its messages are redacted by the storage
+        return Original(None, f"The original cannot be reached: {exc}; showing the thumbnail.")
+    except Exception as exc:
+        return Original(None, f"The original cannot be reached ({exc.__class__.__name__}); showing the thumbnail.")
+
+
+# -- deep links -----------------------------------------------------------------------------------------------
+def link_query(dataset_id: str | None, selections: Selections, fraction: float, image_id: str | None,
+               full: bool, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
+    """The URL query of a view: `?dataset=…&fraction=…&time=day,night&image=…&full=1` (restricted categories only;
+    the None class is written `None`). Empty without a dataset."""
+    if dataset_id is None:
+        return ""
+    query: dict[str, str] = {"dataset": dataset_id}
+    if fraction < 1.0:
+        query["fraction"] = f"{fraction:g}"
+    options = class_options(taxonomy)
+    for category in taxonomy.categories:
+        values = selections.get(category)
+        if values is not None and not set(values) >= set(options[category]):  # every class ticked: no restriction
+            query[category] = ",".join(NONE_LABEL if v is None else str(v) for v in values)
+    if image_id:
+        query["image"] = image_id
+        if full:
+            query["full"] = "1"
+    return "?" + urlencode(query, safe=",")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A deep link read back: the view to open and what in it was not understood (plain text, escaped when shown)."""
+
+    dataset_id: str | None
+    selections: dict[str, list[str]]
+    fraction: float
+    image_id: str | None
+    full: bool
+    problems: tuple[str, ...]
+
+
+def parse_link(search: str, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> LinkState:
+    """Read `link_query`'s query (with or without the `?`); unknown classes and bad fractions become problems, the
+    rest of the link still applies. Categories absent from the query, or naming no known class, keep every class."""
+    params = {k: v[-1] for k, v in parse_qs(search.lstrip("?"), keep_blank_values=True).items()}
+    problems: list[str] = []
+    options = class_options(taxonomy)
+    selections = {c: list(v) for c, v in options.items()}
+    for category in taxonomy.categories:
+        if category not in params:
+            continue
+        values = [v for v in params[category].split(",") if v]
+        unknown = [v for v in values if v not in options[category]]
+        if unknown:
+            problems.append(f"unknown {category} class(es) {', '.join(unknown)}")
+        if values and len(unknown) == len(values):
+            continue  # nothing known: keep every class rather than show no image
+        selections[category] = [v for v in options[category] if v in values]
+    fraction = 1.0
+    if params.get("fraction"):
+        try:
+            fraction = float(params["fraction"])
+            if not 0.0 < fraction <= 1.0 or math.isnan(fraction):
+                raise ValueError
+            fraction = min(1.0, max(0.2, round(fraction * 5) / 5))  # the slider's 20% steps
+        except ValueError:
+            problems.append(f"fraction {params['fraction']} is not between 0 and 1")
+            fraction = 1.0
+    return LinkState(
+        dataset_id=params.get("dataset") or None, selections=selections, fraction=fraction,
+        image_id=params.get("image") or None, full=params.get("full") == "1", problems=tuple(problems),
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+# The folder of the installed curation.dashboards package: the checkout's dashboards/ in an editable install, the
+# wheel's curation/dashboards/ otherwise (docs/architecture.md, "Packaging").
+_SPEC = importlib.util.find_spec("curation.dashboards")
+DASHBOARDS = Path(_SPEC.origin).parent if _SPEC and _SPEC.origin else Path(__file__).resolve().parents[2] / "dashboards"
 
 
 def launch_viewer(port: int = 5006, show: bool = True) -> int:

@@ -56,7 +56,7 @@ def test_storage_lost_during_listing_is_a_clear_error_and_leaves_no_dataset(azur
         with pytest.raises(StorageError) as info:
             Curation(settings=run).curate_dataset("listing cut", config)
         assert f"cannot list container '{container.container_name}'" in str(info.value)
-        from tasks.curation_tasks import list_images
+        from curation.tasks.curation_tasks import list_images
 
         # Each attempt of the list-images task (its declared retries) got the first page; the cut came mid-listing.
         assert DropSecondListingPage.first_pages == 1 + list_images.retries

@@ -14,7 +14,7 @@ from prefect.blocks.system import Secret
 from curation import Curation
 from curation.dataset.catalog import Catalog
 from curation.ingest.storage import AzureStorageConfig
-from tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
+from curation.tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
 from tests.integration.conftest import SERVICE_KEY
 from tests.integration.helpers import new_container, upload_images
 from tests.integration.test_curate_azure import prefect_database
@@ -58,7 +58,7 @@ def test_curate_from_azurite_with_credentials_only_in_blocks(azurite, settings, 
     # A later run (track re-signing a lost shard, resume) rebuilds the storage from the record: same block, by name.
     from curation.ingest.steps import storage_of
     from curation.ingest.storage import open_storage
-    from tasks.curation_tasks import resolve_credentials
+    from curation.tasks.curation_tasks import resolve_credentials
 
     rebuilt = resolve_credentials(storage_of(record))
     assert rebuilt.credentials_block == f"azurite-{suffix}"

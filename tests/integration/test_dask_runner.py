@@ -11,7 +11,7 @@ from curation import Curation, LocalStorageConfig
 from curation.dataset.catalog import Catalog, Table
 from curation.ingest.ids import image_id_for
 from curation.settings import Settings
-from flows.runners import task_runner_for
+from curation.flows.runners import task_runner_for
 from tests.images import write_images
 
 distributed = pytest.importorskip("distributed")  # the dask extra; `make test` installs it
@@ -75,7 +75,7 @@ def test_dask_runs_without_a_configured_prefect_api_hand_theirs_to_the_workers()
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.runners import prefect_api_for
+    from curation.flows.runners import prefect_api_for
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as `curation curate --dask` with no server
         with prefect_api_for(Settings(task_runner="threads")):

@@ -84,7 +84,7 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
 SAVE_BLOCKS = """
 import os
 from prefect.blocks.system import Secret
-from tasks.blocks import CurationAzureCredentials
+from curation.tasks.blocks import CurationAzureCredentials
 CurationAzureCredentials(
     account_name=os.environ["AZ_NAME"], account_url=os.environ["AZ_URL"], account_key=os.environ["AZ_KEY"]
 ).save("curation-azure")
@@ -115,7 +115,7 @@ def test_deploy_all_and_run_the_demo_dataset_with_credentials_from_blocks(tmp_pa
         assert f"{name}/{name}" in deployed.stdout
 
     # Credentials live in blocks on the server, created as docs/prefect.md says: register, then save from Python.
-    registered = run("block", "register", "-m", "tasks.blocks")
+    registered = run("block", "register", "-m", "curation.tasks.blocks")
     assert registered.returncode == 0 and "Curation Azure Credentials" in registered.stdout, registered.stdout
     secrets = {"AZ_KEY": azurite.account_key, "API_KEY": SERVICE_KEY}
     block_env = dict(env, AZ_NAME=azurite.account_name, AZ_URL=azurite.blob_endpoint, **secrets)

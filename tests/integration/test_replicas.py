@@ -173,15 +173,15 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings, monkeypatc
     from prefect.results import ResultRecord
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
-    import flows.curate_dataset
-    from flows.curate_dataset import curate_dataset
+    import curation.flows.curate_dataset
+    from curation.flows.curate_dataset import curate_dataset
 
     # The service recovers once the first attempt has marked its dataset Failed, and not before: that attempt's
     # submission of shard 2 is refused for its whole retry budget, the flow run's retry (after Prefect's delay,
     # however short or long it really is) finds the service well. An event, not a race with the retry delay.
     first_attempt_failed = threading.Event()
     failures: list[str] = []
-    mark_failed = flows.curate_dataset.mark_failed
+    mark_failed = curation.flows.curate_dataset.mark_failed
 
     def marking_failed(store, reason, *args, **kwargs):
         result = mark_failed(store, reason, *args, **kwargs)
@@ -189,7 +189,7 @@ def test_flow_retry_does_not_redo_finished_shards(tmp_path, settings, monkeypatc
         first_attempt_failed.set()
         return result
 
-    monkeypatch.setattr(flows.curate_dataset, "mark_failed", marking_failed)
+    monkeypatch.setattr(curation.flows.curate_dataset, "mark_failed", marking_failed)
     names = write_images(tmp_path / "images", COUNT)
     app = create_app(Settings(allow_file_urls=True, service_workers=2), CpuModel(), [KEY])
     front = RefuseSubmissions(app, allow=2, healed=first_attempt_failed)

@@ -7,10 +7,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import dashboards.store as store_module
+import curation.dashboards.store as store_module
 from curation.dataset.catalog import Catalog, Table
 from curation.sampling.order import sample_ids
-from dashboards.store import VIEW_COLUMNS, DataStore
+from curation.dashboards.store import VIEW_COLUMNS, DataStore
 from tests.browser.dataset_builder import build_dataset
 
 

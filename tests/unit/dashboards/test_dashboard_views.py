@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from curation.dataset.registry import DatasetRecord, Status
-from dashboards.datasets_view import card_html
-from dashboards.gallery_view import details_html
-from dashboards.usage_view import NO_LEDGER, UsageView
+from curation.dashboards.datasets_view import card_html
+from curation.dashboards.gallery_view import details_html
+from curation.dashboards.usage_view import NO_LEDGER, UsageView
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -37,8 +37,8 @@ def test_teach_view_labels_image_and_page_then_teaches(tmp_path) -> None:
     import polars as pl
 
     from curation.dataset.catalog import Table
-    from dashboards.store import DataStore
-    from dashboards.teach_view import TeachView
+    from curation.dashboards.store import DataStore
+    from curation.dashboards.teach_view import TeachView
     from tests.browser.dataset_builder import build_dataset
 
     dataset_id = build_dataset(tmp_path, 12, XSS, seed=3, analytics=False)
@@ -73,7 +73,7 @@ def test_teach_view_labels_image_and_page_then_teaches(tmp_path) -> None:
 
 
 def test_pending_labels_and_teach_summary_are_escaped() -> None:
-    from dashboards.teach_view import pending_html, summary_html
+    from curation.dashboards.teach_view import pending_html, summary_html
 
     html = pending_html([{"image_id": "a", "file": f"d/{XSS}.jpg", "category": "time", "class": "dawn_dusk"}])
     assert "<img src=x" not in html and "&lt;img src=x" in html and "dawn/dusk" in html and "time: dawn/dusk 1" in html

@@ -5,10 +5,10 @@ from __future__ import annotations
 from curation.dataset.catalog import Catalog
 from curation.dataset.registry import Counts, DatasetRecord, Status
 from curation.viewer.data import class_label, distribution
-from dashboards.datasets_view import DatasetsView, card_html, progress_text
-from dashboards.distribution_view import distribution_plots
-from dashboards.embedding_view import plotly_bundle
-from dashboards.store import DataStore
+from curation.dashboards.datasets_view import DatasetsView, card_html, progress_text
+from curation.dashboards.distribution_view import distribution_plots
+from curation.dashboards.embedding_view import plotly_bundle
+from curation.dashboards.store import DataStore
 
 XSS = "<img src=x onerror=alert(1)>"
 

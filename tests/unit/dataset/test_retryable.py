@@ -97,7 +97,7 @@ def test_an_image_without_a_result_is_retryable():
 
 
 def test_the_version_artifact_mentions_failures_only_when_there_were_some():
-    from tasks.incremental_tasks import version_line
+    from curation.tasks.incremental_tasks import version_line
 
     summary = {"version": 2, "added": 5, "changed": 0, "failed": 0, "retryable": 0, "images": 45}
     assert version_line("d", "abc", summary) == "**d** (`abc`) version 2: 5 added, 0 changed; 45 images in the dataset."

@@ -166,7 +166,7 @@ def test_a_staging_dataset_publishes_no_artifact_or_event(tmp_path, monkeypatch)
     import prefect.artifacts
     import prefect.events
 
-    from tasks.dataset_tasks import publish_report
+    from curation.tasks.dataset_tasks import publish_report
 
     emitted: list[str] = []
     monkeypatch.setattr(prefect.events, "emit_event", lambda event, **_: emitted.append(event))

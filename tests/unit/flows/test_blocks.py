@@ -7,7 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from curation.settings import Settings
 from curation.ingest.storage import AzureStorageConfig, LocalStorageConfig
-from tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
+from curation.tasks.blocks import CurationAzureCredentials, load_storage_credentials, settings_from_blocks
 
 KEY = "c2VjcmV0LWFjY291bnQta2V5LWZvci10ZXN0cw=="
 
@@ -42,7 +42,7 @@ def test_block_fills_the_credential_and_missing_account_fields_but_never_seriali
 def test_a_config_naming_another_account_than_its_block_is_refused_with_what_to_remove(field, value):
     """prefect.yaml once pre-filled account_name: a run signed for the block's account and read another, and Azure
     answered 'Server failed to authenticate' three times. Now the run fails at once and says what to do."""
-    from tasks.blocks import BlockConflict
+    from curation.tasks.blocks import BlockConflict
 
     block = CurationAzureCredentials(account_name="acct", account_url="http://127.0.0.1:1/acct", account_key=KEY)
     config = AzureStorageConfig(container_name="drives", credentials_block="curation-azure", **{field: value})

@@ -11,7 +11,7 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 
-from tasks.blocks import AzureStorageParameter, CurationAzureCredentials, load_storage_credentials
+from curation.tasks.blocks import AzureStorageParameter, CurationAzureCredentials, load_storage_credentials
 
 ROOT = Path(__file__).parents[3]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]

@@ -6,7 +6,7 @@ from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as
 from prefect.settings import temporary_settings
 
 from curation.settings import Settings
-from flows.runners import EPHEMERAL_STARTUP_TIMEOUT_S, prefect_api_for
+from curation.flows.runners import EPHEMERAL_STARTUP_TIMEOUT_S, prefect_api_for
 
 
 def test_a_run_gives_the_temporary_server_the_longer_start_up_limit(monkeypatch):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import curation_tasks as t
+from curation.tasks import curation_tasks as t
 
 NETWORK_TASKS = [t.list_images, t.check_service, t.submit_shard, t.store_shard, t.poll_jobs, t.write_results]
 
@@ -111,7 +111,7 @@ def test_store_shard_cache_key_is_the_shards_job_and_is_dropped_when_the_stored_
 def test_prefects_per_shard_thread_timeout_warning_is_filtered_and_nothing_else():
     import logging
 
-    import tasks.curation_tasks  # noqa: F401 - installs the filter
+    import curation.tasks.curation_tasks  # noqa: F401 - installs the filter
 
     logger = logging.getLogger("prefect.task_runs")
 

@@ -256,7 +256,7 @@ def test_a_closed_port_is_a_one_line_unreachable_error_after_three_connection_at
     import urllib3.util.connection as connection
 
     from curation.ingest import storage
-    from tasks.curation_tasks import _worth_listing_again
+    from curation.tasks.curation_tasks import _worth_listing_again
 
     attempts: list[object] = []
     real = connection.create_connection
@@ -284,7 +284,7 @@ def test_a_503_is_retried_by_the_client_and_then_by_the_listing_task(monkeypatch
     from types import SimpleNamespace
 
     from curation.ingest import storage
-    from tasks.curation_tasks import _worth_listing_again
+    from curation.tasks.curation_tasks import _worth_listing_again
 
     class Busy(http.server.BaseHTTPRequestHandler):
         requests = 0
