@@ -40,8 +40,7 @@ def track_curation(
     tracing: Annotated[bool, Field(description="Poll until the end (true) or make one status request (false)")] = True,
     storage: Annotated[
         LocalStorageConfig | AzureStorageParameter | None,
-        Field(
-            discriminator="kind",
+        Field(  # no discriminator: Prefect's form draws a plain union as a choice of forms, a discriminated one as JSON
             description="Where the images are, to re-sign a shard lost with its replica (default: the dataset's own"
             " storage, with credentials from the environment)",
         ),

@@ -131,7 +131,9 @@ class AzureStorageParameter(AzureStorageConfig):
     model_config = ConfigDict(title="Azure Blob Storage")
 
     # A block-typed field: Prefect's form offers the saved blocks; a name (prefect.yaml, CLI, SDK) works too.
-    credentials_block: CurationAzureCredentials | Annotated[str, Field(title="Block name")] | None = Field(
+    credentials_block: (
+        Annotated[CurationAzureCredentials, Field(title="Saved block")] | Annotated[str, Field(title="Block name")] | None
+    ) = Field(
         default=None,
         description="The Curation Azure Credentials block with the storage account and its credential; its account "
         "and endpoint are used (leave account_name and account_url empty)",
@@ -153,11 +155,11 @@ class AzureStorageParameter(AzureStorageConfig):
         return AzureStorageConfig(**{**fields, "credentials_block": name})
 
 
-# The storage parameter of the flows, as the Prefect form shows it.
+# The storage parameter of the flows, as the Prefect form shows it: a plain union (each choice's `kind` is a
+# Literal, so validation still picks one), because Prefect's form draws a discriminated union as a JSON editor.
 StorageParameter = Annotated[
     LocalStorageConfig | AzureStorageParameter,
     Field(
-        discriminator="kind",
         description="Where the images are: an Azure container or a folder on the worker. Credentials are not asked "
         "for here: they come from the credentials block or the worker's environment",
     ),

@@ -49,10 +49,13 @@ def test_every_field_of_every_nested_model_is_described_and_no_hidden_field_is_n
 )
 def test_storage_choices_are_titled_for_people_and_credentials_are_a_block_picker(entrypoint):
     schema = form_schema(entrypoint)
-    choices = [ref["$ref"].rsplit("/", 1)[1] for ref in schema["properties"]["storage"]["oneOf"]]
+    # A plain anyOf: Prefect's form draws it as a choice of two forms (a discriminated oneOf becomes a JSON editor).
+    assert "oneOf" not in schema["properties"]["storage"] and "discriminator" not in schema["properties"]["storage"]
+    choices = [ref["$ref"].rsplit("/", 1)[1] for ref in schema["properties"]["storage"]["anyOf"]]
     assert sorted(schema["definitions"][c]["title"] for c in choices) == ["Azure Blob Storage", "Local folder"]
     credentials = schema["definitions"]["AzureStorageParameter"]["properties"]["credentials_block"]
     [block] = [v for v in credentials["anyOf"] if "$ref" in v]
+    assert block["title"] == "Saved block"
     picked = schema["definitions"][block["$ref"].rsplit("/", 1)[1]]
     assert picked["block_type_slug"] == "curation-azure-credentials"  # Prefect's UI: a picker of saved blocks
     assert {"type": "string", "title": "Block name"} in credentials["anyOf"]  # prefect.yaml and the CLI name it
