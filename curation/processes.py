@@ -1,6 +1,10 @@
 """A watchdog that ends what a CLI or SDK process started (Prefect's temporary server, the inference pool's fork server
 and workers, multiprocessing's resource tracker, a Dask cluster) once that process is gone, however it ended
 (kill -9 included). Issue #17: a killed run left about 690 MB of processes running.
+
+The CLI starts it, and so does every `Curation` object, once per process. It marks the owner's environment
+(`CURATION_WATCHDOG_OWNER`), so every process started afterwards from the owner carries the mark, a user's own
+subprocesses included: they too are ended when the owner is gone.
 """
 
 from __future__ import annotations
