@@ -51,7 +51,7 @@ class CurateView:
         self.tabs = pn.Tabs(("Gallery", self.gallery.panel), ("3D embedding", self.embedding.panel),
                             ("Distribution", self.distribution.panel), sizing_mode="stretch_width", dynamic=False)
         self.tabs.param.watch(self._tab, "active")
-        store.param.watch(self._summary, ["dataset_id", "selections", "fraction"])
+        store.param.watch(self._summary, ["dataset_id", "selections", "fraction", "region"])
         # Save right under the sampling level, above the (tall) filters: its button and message stay above the fold
         controls = pn.Column(self.sampling.panel, self.save.panel, self.filters.panel, width=230, margin=(0, 10, 0, 0))
         self.qfv_column = pn.Column(self.qfv.panel, width=290, visible=False, styles={"border-left": "1px solid #dee2e6", "padding-left": "8px"})

@@ -38,7 +38,7 @@ class DistributionView(LazyView):
         self.store = store
         self.pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", backend="bokeh", css_classes=["distribution-plot"])
         self.note = html_pane("", sizing_mode="stretch_width")
-        store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction"])
+        store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "region"])
         self.panel = pn.Column(self.note, self.pane, sizing_mode="stretch_width")
 
     def _render(self, *_: Any) -> None:

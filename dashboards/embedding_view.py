@@ -1,4 +1,4 @@
-"""The 3D embedding view: WebGL scatter3d of the (decimated) filtered images."""
+"""The embedding view: a WebGL scatter3d of the (decimated) filtered images and a 2D projection to select on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import polars as pl
 
 from curation.dataset.tags import NONE_LABEL
 from curation.taxonomy import CATEGORIES
-from curation.viewer.data import class_label, class_options, thumbnail_data_uri
-from curation.dashboards.components import LazyView, ScriptLoader, button, esc, html_pane, message
+from curation.viewer.data import class_label, class_options
+from curation.viewer.region import Region, region_from_selection
+from curation.dashboards.components import LazyView, ScriptLoader, button, html_pane, message
+from curation.dashboards.hover_card import HoverCard
+from curation.dashboards.selection_view import SelectionBar
 from curation.dashboards.store import MAX_POINTS, DataStore
 
 # No red here: red means "excluded by sampling".
@@ -29,45 +32,66 @@ def plotly_bundle() -> str:
     return js.split(PANEL_STATIC, 1)[-1]
 
 
-def _trace(frame: pl.DataFrame, name: str, marker: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "scatter3d", "mode": "markers", "name": name,
-        "x": frame["x"].to_numpy(), "y": frame["y"].to_numpy(), "z": frame["z"].to_numpy(),
+OUTSIDE_COLOUR = "#ced4da"
+REGION_COLOUR = "#0b4a7a"
+
+
+def _trace(frame: pl.DataFrame, name: str, marker: dict[str, Any], kind: str = "scatter3d") -> dict[str, Any]:
+    trace = {
+        "type": kind, "mode": "markers", "name": name,
+        "x": frame["x"].to_numpy(), "y": frame["y"].to_numpy(),
         "customdata": frame["image_id"].to_list(),
         "text": [n.rsplit("/", 1)[-1] for n in frame["blob_name"].to_list()],
         "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
-        "marker": {"size": 3, **marker},
+        "marker": {"size": 3 if kind == "scatter3d" else 4, **marker},
     }
+    if kind == "scatter3d":
+        trace["z"] = frame["z"].to_numpy()
+    return trace
 
 
-def build_figure(points: pl.DataFrame, colour_by: str, selected: str | None, total: int) -> dict[str, Any]:
-    """A plotly figure dict: one trace per class (or a colour scale), excluded points red, selection ringed."""
-    kept, excluded = points.filter(pl.col("kept")), points.filter(~pl.col("kept"))
+def _traces(points: pl.DataFrame, colour_by: str, selected: str | None, kind: str) -> list[dict[str, Any]]:
+    """One trace per class (or a colour scale), points outside a drawn region grey, excluded points red, the
+    selected image ringed."""
     traces = []
+    if "in_region" in points.columns and not points["in_region"].all():
+        outside = points.filter(~pl.col("in_region"))
+        traces.append(_trace(outside, "outside the selection", {"color": OUTSIDE_COLOUR, "opacity": 0.5}, kind))
+        points = points.filter(pl.col("in_region"))
+    kept, excluded = points.filter(pl.col("kept")), points.filter(~pl.col("kept"))
     if colour_by in CATEGORIES:
         labels = kept[colour_by].fill_null(NONE_LABEL)
         for i, cls in enumerate(class_options()[colour_by]):
             rows = kept.filter(labels == cls)
             if rows.height:
                 colour = NONE_COLOUR if cls == NONE_LABEL else PALETTE[i % len(PALETTE)]
-                traces.append(_trace(rows, class_label(cls), {"color": colour}))
+                traces.append(_trace(rows, class_label(cls), {"color": colour}, kind))
     else:
         score = kept["anomaly_score"].fill_null(0.0).to_numpy() if "anomaly_score" in kept.columns else np.zeros(kept.height)
         traces.append(_trace(kept, "anomaly score", {"color": score, "colorscale": "Viridis", "cmin": 0, "cmax": 1,
-                                                     "colorbar": {"title": {"text": "anomaly"}, "thickness": 12}}))
+                                                     "colorbar": {"title": {"text": "anomaly"}, "thickness": 12}}, kind))
     if excluded.height:
-        traces.append(_trace(excluded, "excluded by sampling", {"color": EXCLUDED_COLOUR, "opacity": 0.6}))
+        traces.append(_trace(excluded, "excluded by sampling", {"color": EXCLUDED_COLOUR, "opacity": 0.6}, kind))
     if selected:
         rows = points.filter(pl.col("image_id") == selected)
         if rows.height:
-            traces.append(_trace(rows, "selected", {"size": 10, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 3}}))
-    shown = points.height
-    title = f"{shown:,} points" + (f" (of {total:,}, decimated)" if total > shown else "")
+            ring = {"size": 10 if kind == "scatter3d" else 12, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 3}}
+            traces.append(_trace(rows, "selected", ring, kind))
+    return traces
+
+
+def _title(shown: int, total: int) -> dict[str, Any]:
+    text = f"{shown:,} points" + (f" (of {total:,}, decimated)" if total > shown else "")
+    return {"text": text, "font": {"size": 13}, "x": 0.01}
+
+
+def build_figure(points: pl.DataFrame, colour_by: str, selected: str | None, total: int) -> dict[str, Any]:
+    """The 3D plotly figure dict (scatter3d)."""
     axis = {"showticklabels": False, "title": {"text": ""}}
     return {
-        "data": traces,
+        "data": _traces(points, colour_by, selected, "scatter3d"),
         "layout": {
-            "title": {"text": title, "font": {"size": 13}, "x": 0.01},
+            "title": _title(points.height, total),
             "margin": {"l": 0, "r": 0, "t": 30, "b": 0},
             "scene": {"xaxis": axis, "yaxis": axis, "zaxis": axis},
             "legend": {"itemsizing": "constant", "x": 0, "y": 0.95},
@@ -77,10 +101,29 @@ def build_figure(points: pl.DataFrame, colour_by: str, selected: str | None, tot
     }
 
 
-class EmbeddingView(LazyView):
-    """3D scatter coloured by a category or the anomaly score; hover previews, click opens the QFV.
+def build_projection(points: pl.DataFrame, colour_by: str, selected: str | None, region: Region | None) -> dict[str, Any]:
+    """The 2D projection (the layout's x and y, WebGL) that box and lasso select on, with the drawn region's
+    outline; same colours as the 3D figure, no legend (the 3D figure has it)."""
+    axis = {"showticklabels": False, "zeroline": False, "showgrid": False, "title": {"text": ""}}
+    layout: dict[str, Any] = {
+        "title": {"text": "2D projection: drag to lasso, or pick the box tool", "font": {"size": 13}, "x": 0.01},
+        "margin": {"l": 4, "r": 4, "t": 30, "b": 4},
+        "xaxis": axis, "yaxis": {**axis, "scaleanchor": "x"},
+        "showlegend": False, "dragmode": "lasso", "hovermode": "closest", "uirevision": "keep-view",
+    }
+    if region is not None:
+        xs, ys = region.outline()
+        path = "M" + "L".join(f"{x},{y}" for x, y in zip(xs, ys, strict=True)) + "Z"
+        layout["shapes"] = [{"type": "path", "path": path, "line": {"color": REGION_COLOUR, "width": 2, "dash": "dot"},
+                             "fillcolor": "rgba(11,74,122,0.06)", "layer": "below"}]
+    return {"data": _traces(points, colour_by, selected, "scattergl"), "layout": layout}
 
-    The Plotly pane is built only when the tab is first shown, after a ScriptLoader has put plotly.js into the page:
+
+class EmbeddingView(LazyView):
+    """The 3D scatter and, beside it, the 2D projection to lasso or box-select on, coloured by a category or the
+    anomaly score. Hovering a point shows its thumbnail and tags at the cursor; a click opens it in the QFV.
+
+    The Plotly panes are built only when the tab is first shown, after a ScriptLoader has put plotly.js into the page:
     the first page does not carry Plotly's 4.7 MB.
     """
 
@@ -91,19 +134,21 @@ class EmbeddingView(LazyView):
             value="time", width=180,
         )
         self.plot: pn.pane.Plotly | None = None
+        self.projection: pn.pane.Plotly | None = None
         self.loader: ScriptLoader | None = None
-        self._figure: dict[str, Any] | None = None
-        self.plot_area = pn.Column(sizing_mode="stretch_width", min_height=540)
-        self.hover = html_pane("", width=260, height=64, css_classes=["hover-preview"])
+        self._figures: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self.plot_area = pn.Row(sizing_mode="stretch_width", min_height=540)
+        self.hover = HoverCard(height=0, width=0, margin=0)
         self.note = html_pane("", sizing_mode="stretch_width")
-        self._hovered: str | None = None
+        self.selection = SelectionBar(store)
         self.colour.param.watch(self._render, "value")
-        store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "selected_image"])
+        store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "selected_image", "region"])
         # The clicked point's image full size: the page wires this button to the full-size viewer
         self.open_full = button("Open full size", width=130, disabled=True, css_classes=["embedding-open-full"])
         store.param.watch(lambda e: setattr(self.open_full, "disabled", not e.new), "selected_image")
         self.panel = pn.Column(
-            pn.Row(self.colour, self.open_full, self.hover, self.note, sizing_mode="stretch_width"),
+            pn.Row(self.colour, self.open_full, self.note, self.hover, sizing_mode="stretch_width"),
+            self.selection.panel,
             self.plot_area,
             sizing_mode="stretch_width",
         )
@@ -126,16 +171,22 @@ class EmbeddingView(LazyView):
         extensions = pn.state._extensions  # plotly.js is in the page now: say so, or Panel warns it was not loaded
         if extensions is not None and "plotly" not in extensions:
             extensions.append("plotly")
-        self.plot = pn.pane.Plotly(self._figure, height=540, sizing_mode="stretch_width",
+        figure, projection = self._figures or (None, None)
+        self.plot = pn.pane.Plotly(figure, height=540, sizing_mode="stretch_width",
                                    config={"displaylogo": False}, css_classes=["embedding-plot"])
-        self.plot.param.watch(self._clicked, "click_data")
-        self.plot.param.watch(self._hovered_point, "hover_data")
-        self.plot_area.objects = [self.plot]
+        self.projection = pn.pane.Plotly(projection, height=540, sizing_mode="stretch_width",
+                                         config={"displaylogo": False, "scrollZoom": True},
+                                         css_classes=["embedding-projection"])
+        for pane in (self.plot, self.projection):
+            pane.param.watch(self._clicked, "click_data")
+            pane.param.watch(self._hovered_point, "hover_data")
+        self.projection.param.watch(self._selected, "selected_data")
+        self.plot_area.objects = [self.plot, self.projection]
 
-    def _show(self, figure: dict[str, Any] | None) -> None:
-        self._figure = figure
-        if self.plot is not None:
-            self.plot.object = figure
+    def _show(self, figures: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        self._figures = figures
+        if self.plot is not None and self.projection is not None:
+            self.plot.object, self.projection.object = figures or (None, None)
 
     def _render(self, *_: Any) -> None:
         if self.store.dataset_id is None:
@@ -150,9 +201,12 @@ class EmbeddingView(LazyView):
             self._show(None)
             self.note.object = message("No 3D layout for these images (no embeddings, or nothing matches).", "info")
             return
-        total = self.store.filtered.filter(pl.col("x").is_not_null()).height if "x" in self.store.filtered.columns else 0
+        frame = self.store.tag_filtered
+        total = frame.filter(pl.col("x").is_not_null()).height if "x" in frame.columns else 0
         self.note.object = "" if total <= MAX_POINTS else message(f"Showing a uniform sample of {MAX_POINTS:,} points.", "info")
-        self._show(build_figure(points, self.colour.value, self.store.selected_image, total))
+        selected = self.store.selected_image
+        self._show((build_figure(points, self.colour.value, selected, total),
+                    build_projection(points, self.colour.value, selected, self.store.region)))
 
     @staticmethod
     def _point_id(data: dict | None) -> str | None:
@@ -165,18 +219,15 @@ class EmbeddingView(LazyView):
         if image_id:
             self.store.selected_image = image_id
 
+    def _selected(self, event: Any) -> None:
+        """A lasso or box drawn on the projection selects every image inside it (not only the points drawn); a
+        deselect (double-click) keeps the region: the Clear selection button removes it."""
+        region = region_from_selection(event.new)
+        if region is not None and region != self.store.region:
+            self.store.param.update(region=region, page=1)
+
     def _hovered_point(self, event: Any) -> None:
         image_id = self._point_id(event.new)
-        if not image_id or image_id == self._hovered:
+        if not image_id:
             return
-        self._hovered = image_id
-        rows = self.store.images.filter(pl.col("image_id") == image_id).select("blob_name", "thumbnail")
-        if rows.is_empty():
-            return
-        name, thumb = rows.row(0)
-        src = thumbnail_data_uri(self.store.catalog, thumb)
-        img = f'<img src="{src}" style="height:60px;border-radius:4px">' if src else ""
-        self.hover.object = (
-            f'<div style="display:flex;gap:8px;align-items:center">{img}'
-            f'<span style="font-size:12px;word-break:break-all">{esc(name)}</span></div>'
-        )
+        self.hover.show(self.store.hover_preview(image_id))

@@ -31,7 +31,7 @@ class FiltersView:
         reset.on_click(lambda e: self._reset())
         cards = [pn.Card(g, title=c.capitalize(), collapsible=False, sizing_mode="stretch_width", margin=(4, 0)) for c, g in self.groups.items()]
         self.panel = pn.Column(pn.pane.Markdown("#### Filters", margin=(0, 5)), *cards, reset, sizing_mode="stretch_width")
-        store.param.watch(self._sync, ["dataset_id", "selections", "fraction"])
+        store.param.watch(self._sync, ["dataset_id", "selections", "fraction", "region"])
 
     def _changed(self, _: Any) -> None:
         if self._syncing:

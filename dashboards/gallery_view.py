@@ -8,6 +8,7 @@ import panel as pn
 
 from curation.viewer.data import class_label, format_bytes
 from curation.dashboards.components import ThumbnailGrid, button, esc, html_pane, message
+from curation.dashboards.selection_view import SelectionBar
 from curation.dashboards.store import DataStore
 
 
@@ -27,9 +28,11 @@ class GalleryView:
         self.prev.on_click(lambda e: self._go(store.page - 1))
         self.next.on_click(lambda e: self._go(store.page + 1))
         self.last.on_click(lambda e: self._go(store.page_info()[3]))
-        store.param.watch(self._render, ["dataset_id", "selections", "fraction", "page"])
+        store.param.watch(self._render, ["dataset_id", "selections", "fraction", "page", "region"])
         store.param.watch(lambda e: setattr(self.grid, "selected", e.new or ""), "selected_image")
+        self.selection = SelectionBar(store, hint=False)  # only while a region is drawn: its count and Clear
         self.panel = pn.Column(
+            self.selection.panel,
             pn.Row(self.first, self.prev, self.label, self.next, self.last,
                    html_pane('<span class="cur-hint">Double-click (or \u2922): full size</span>',
                              margin=(14, 10))),

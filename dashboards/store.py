@@ -20,9 +20,11 @@ from curation.dataset.export import results_json
 from curation.dataset.registry import DatasetRecord
 from curation.sampling.subsets import save_subset
 from curation.taxonomy import CATEGORIES
+from curation.viewer.region import Region, region_mask
 from curation.viewer.data import (
     add_labels,
     apply_filters,
+    class_label,
     class_options,
     decimate,
     distribution,
@@ -76,6 +78,8 @@ class DataStore(param.Parameterized):
     fraction = param.Number(default=1.0, bounds=(0.0, 1.0), doc="Sampling level.")
     page = param.Integer(default=1, bounds=(1, None))
     selected_image = param.String(default=None, allow_None=True, doc="The image in the quick file view.")
+    region = param.ClassSelector(class_=Region, default=None, allow_None=True,
+                                 doc="A box or lasso over the 2D projection: the views show only the images inside.")
     pending_labels = param.List(default=[], doc="Labels not taught yet: dicts of image_id, file, category, class.")
 
     def __init__(self, root: Path, **params: Any) -> None:
@@ -109,6 +113,7 @@ class DataStore(param.Parameterized):
             fraction=1.0,
             page=1,
             selected_image=None,
+            region=None,
             pending_labels=[],
         )
         return record
@@ -116,7 +121,7 @@ class DataStore(param.Parameterized):
     def delete(self, dataset_id: str) -> None:
         self.catalog.dataset(dataset_id).delete()
         if dataset_id == self.dataset_id:
-            self.param.update(dataset_id=None, selected_image=None, pending_labels=[])
+            self.param.update(dataset_id=None, selected_image=None, region=None, pending_labels=[])
 
     def results_file(self, dataset_id: str) -> io.BytesIO:
         data = results_json(self.catalog.dataset(dataset_id))
@@ -131,7 +136,7 @@ class DataStore(param.Parameterized):
         return entry[1]
 
     def _key(self) -> tuple:
-        return (self.dataset_id, json.dumps(self.selections, sort_keys=True), self.fraction)
+        return (self.dataset_id, json.dumps(self.selections, sort_keys=True), self.fraction, self.region)
 
     @property
     def images(self) -> pl.DataFrame:
@@ -147,20 +152,37 @@ class DataStore(param.Parameterized):
         return self.dataset_id is not None and _load(self.dataset)[1] is not None
 
     @property
-    def filtered(self) -> pl.DataFrame:
-        """The images matching the filters (kept or not)."""
+    def tag_filtered(self) -> pl.DataFrame:
+        """The images matching the tag filters (kept or not), whatever the region; `in_region` marks the region's."""
         def compute() -> pl.DataFrame:
             images = self.images  # only the columns the views list, plot and count: filtering copies them
-            return apply_filters(images.select([c for c in VIEW_COLUMNS if c in images.columns]), self.selections)
+            frame = apply_filters(images.select([c for c in VIEW_COLUMNS if c in images.columns]), self.selections)
+            return frame.with_columns(region_mask(frame, self.region))
+
+        return self._cached("tag_filtered", self._key(), compute)
+
+    @property
+    def filtered(self) -> pl.DataFrame:
+        """The images matching the filters and inside the region, if one is drawn (kept or not)."""
+        def compute() -> pl.DataFrame:
+            frame = self.tag_filtered
+            return frame if self.region is None else frame.filter(pl.col("in_region"))
 
         return self._cached("filtered", self._key(), compute)
 
     def counts(self) -> dict[str, int]:
         filtered = self.filtered
-        return {"total": self.images.height, "filtered": filtered.height, "kept": int(filtered["kept"].sum())}
+        return {"total": self.images.height, "filtered": filtered.height, "kept": int(filtered["kept"].sum()),
+                "matching": self.tag_filtered.height}
 
     def facet_counts(self) -> dict[str, dict[str, int]]:
-        return self._cached("facets", self._key(), lambda: facet_counts(self.images, self.selections))
+        def compute() -> dict[str, dict[str, int]]:
+            images = self.images
+            if self.region is not None:  # what ticking a class adds inside the region
+                images = images.filter(region_mask(images, self.region))
+            return facet_counts(images, self.selections)
+
+        return self._cached("facets", self._key(), compute)
 
     def page_info(self) -> tuple[int, int, int, int]:
         return page_bounds(self.filtered.height, self.page, PER_PAGE)
@@ -190,9 +212,10 @@ class DataStore(param.Parameterized):
         return details
 
     def points(self) -> pl.DataFrame:
-        """Filtered images that have a 3D position, at most MAX_POINTS (+ the selected image)."""
+        """Images matching the tag filters that have a 3D position, at most MAX_POINTS (+ the selected image), with
+        `in_region`: the views draw the region's points over the others."""
         def compute() -> pl.DataFrame:
-            frame = self.filtered
+            frame = self.tag_filtered
             if "x" not in frame.columns:
                 return frame.clear()
             frame = frame.filter(pl.col("x").is_not_null())
@@ -200,16 +223,37 @@ class DataStore(param.Parameterized):
 
         return self._cached("points", (*self._key(), self.selected_image), compute)
 
+    def hover_preview(self, image_id: str) -> dict[str, Any] | None:
+        """What the hover card shows for a plotted point: name, thumbnail and tags (None for an unknown id).
+
+        Looked up among the plotted points (at most MAX_POINTS), through an index built once per set of points, so a
+        hover costs a dict lookup and a (cached) thumbnail read, whatever the dataset's size."""
+        points = self.points()
+        index = self._cached("hover_index", (*self._key(), self.selected_image),
+                             lambda: {image_id: i for i, image_id in enumerate(points["image_id"].to_list())})
+        row_number = index.get(image_id)
+        if row_number is None:
+            return None
+        row = points.row(row_number, named=True)
+        tags = [[c.capitalize(), class_label(row.get(c))] for c in CATEGORIES if c in points.columns]
+        if not row["kept"]:
+            tags.append(["Sample", "excluded at this sampling level"])
+        return {"id": image_id, "name": row["blob_name"], "src": thumbnail_data_uri(self.catalog, row["thumbnail"]),
+                "tags": tags}
+
     def distribution(self) -> pl.DataFrame:
         return self._cached("distribution", self._key(), lambda: distribution(self.filtered))
 
     def save(self, name: str) -> DatasetRecord:
-        """Save the current selection (filters + sampling level) as a derived dataset."""
+        """Save the current selection (filters, sampling level and the region, if any) as a derived dataset."""
         name = name.strip()
         if not name:
             raise ValueError("give the new dataset a name")
         filters = restricted_filters(self.selections)
-        return save_subset(self.dataset, name, fraction=self.fraction, filters=filters or None)
+        if self.region is None:
+            return save_subset(self.dataset, name, fraction=self.fraction, filters=filters or None)
+        return save_subset(self.dataset, name, fraction=self.fraction, filters=filters or None,
+                           image_ids=self.filtered["image_id"].to_list(), region=self.region.as_dict())
 
     # -- teach by example -----------------------------------------------------------------------------------------
     def label(self, scope: str, category: str, cls: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,15 +68,21 @@ def save_subset(
     name: str,
     fraction: float = 1.0,
     filters: dict[str, list[str | None]] | None = None,
+    image_ids: Sequence[str] | None = None,
+    region: Mapping[str, Any] | None = None,
 ) -> DatasetRecord:
     """Register the selection as a new dataset whose original is the source; never writes to the storage.
 
     The new dataset holds the selected rows of every table (thumbnails stay the source's), a selection
     document describing how it was made, and its own sampling order, so it can be curated again.
-    Raises ValueError when the source is not Completed or the selection is empty.
+    `image_ids` restricts the selection to those images (a region drawn in the dashboard, whose outline `region`
+    the selection document keeps). Raises ValueError when the source is not Completed or the selection is empty.
     """
     record = source.require_completed("sampled")
     ids = selected_ids(source, fraction, filters)
+    if image_ids is not None:
+        chosen = set(image_ids)
+        ids = [i for i in ids if i in chosen]
     if not ids:
         raise ValueError("the selection is empty: nothing to save")
     catalog = Catalog(source.root)
@@ -92,7 +99,10 @@ def save_subset(
     for table in SUBSET_TABLES:
         if source.has(table):
             target.write(table, source.frame(table).join(keep, on="image_id", how="semi").to_arrow())
-    target.write_json(Document.SELECTION, {"source": source.dataset_id, "fraction": fraction, "filters": filters or {}, "image_ids": ids})
+    selection = {"source": source.dataset_id, "fraction": fraction, "filters": filters or {}, "image_ids": ids}
+    if region is not None:
+        selection["region"] = dict(region)
+    target.write_json(Document.SELECTION, selection)
     failed = int(target.frame(Table.FILES, columns=["error"])["error"].is_not_null().sum())
     derived = target.update_record(
         status=Status.COMPLETED,

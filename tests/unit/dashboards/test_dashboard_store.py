@@ -29,12 +29,12 @@ def test_sampling_filters_and_points(dataset: tuple[Path, str], monkeypatch: pyt
     store.fraction = 0.4
     kept = set(store.filtered.filter("kept")["image_id"])
     assert kept == set(sample_ids(sampling, 0.4)) and len(kept) == 16  # round(0.4 * 40)
-    assert store.counts() == {"total": 40, "filtered": 40, "kept": 16}
+    assert store.counts() == {"total": 40, "filtered": 40, "kept": 16, "matching": 40}
 
     store.selections = {**store.selections, "time": ["day"]}
     day = set(store.images.filter(pl.col("time") == "day")["image_id"])
     assert set(store.filtered["image_id"]) == day and 0 < len(day) < 40
-    assert set(store.filtered.columns) <= set(VIEW_COLUMNS)  # filtering never copies the list columns
+    assert set(store.filtered.columns) <= {*VIEW_COLUMNS, "in_region"}  # filtering never copies the list columns
     assert store.counts()["kept"] == len(day & kept)
 
     # the full frame still serves the quick file view (similar images live in list columns)
