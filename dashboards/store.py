@@ -22,6 +22,7 @@ from curation.sampling.subsets import save_subset
 from curation.taxonomy import CATEGORIES
 from curation.viewer.region import Region, region_mask
 from curation.viewer.data import (
+    attach_by_id,
     add_labels,
     apply_filters,
     class_label,
@@ -35,6 +36,7 @@ from curation.viewer.data import (
     page_bounds,
     page_rows,
     restricted_filters,
+    tag_combinations,
     teach_from_labels,
     thumbnail_data_uri,
 )
@@ -62,7 +64,7 @@ def _load(store: DatasetStore) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     images = load_images(store)
     sampling = store.frame(Table.SAMPLING, columns=["image_id", "keep_rank"]) if store.has(Table.SAMPLING) else None
     if sampling is not None:  # once per load, so a sampling change is a comparison (see mark_kept)
-        images = images.join(sampling, on="image_id", how="left", maintain_order="left")
+        images = attach_by_id(images, sampling)
     with _LOCK:
         _CACHE[key] = (images, sampling)
         while len(_CACHE) > _CACHE_SIZE:
@@ -176,13 +178,14 @@ class DataStore(param.Parameterized):
                 "matching": self.tag_filtered.height}
 
     def facet_counts(self) -> dict[str, dict[str, int]]:
-        def compute() -> dict[str, dict[str, int]]:
+        def combinations() -> pl.DataFrame:  # per dataset and region: a filter change only filters this small frame
             images = self.images
             if self.region is not None:  # what ticking a class adds inside the region
                 images = images.filter(region_mask(images, self.region))
-            return facet_counts(images, self.selections)
+            return tag_combinations(images)
 
-        return self._cached("facets", self._key(), compute)
+        combos = self._cached("combinations", (self.dataset_id, self.region), combinations)
+        return self._cached("facets", self._key(), lambda: facet_counts(combos, self.selections))
 
     def page_info(self) -> tuple[int, int, int, int]:
         return page_bounds(self.filtered.height, self.page, PER_PAGE)
