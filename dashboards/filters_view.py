@@ -114,6 +114,7 @@ def summary_html(store: DataStore) -> str:
     )
     return (
         f'<div class="cur-summary"><b class="dataset-title">{esc(record_name)}</b> \u2014 '
-        f'<b class="filtered-count">{counts["filtered"]:,}</b> of {counts["total"]:,} images match the filters{sample}</div>'
+        f'<b class="filtered-count">{counts["filtered"]:,}</b> of {counts["total"]:,} images match the filters'
+        f'{" and the selection" if store.region is not None else ""}{sample}</div>'
     )
 

@@ -10,6 +10,7 @@ import pytest
 
 from curation.viewer.region import Region
 from curation.dashboards.embedding_view import EmbeddingView, build_figure, build_projection
+from curation.dashboards.filters_view import summary_html
 from curation.dashboards.gallery_view import GalleryView
 from curation.dashboards.store import DataStore
 from tests.browser.dataset_builder import build_dataset
@@ -58,6 +59,7 @@ def test_a_lasso_event_sets_the_region_and_the_gallery_says_how_many(opened: Dat
         assert f">{count:,}</b> image" in gallery.selection.text.object and "in the lasso" in gallery.selection.text.object
         assert gallery.selection.clear.visible
         assert f"of {count:,}" in gallery.label.object
+        assert "match the filters and the selection" in summary_html(opened)
         view._selected(type("E", (), {"new": None})())  # a deselect keeps the region: Clear removes it
         assert opened.region is not None
         gallery.selection.clear.clicks += 1
