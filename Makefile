@@ -52,6 +52,7 @@ bench-full: install
 	$(PY) bench/bench_analytics.py --n 100000 1000000
 	$(PY) bench/bench_sampling.py --full
 	$(PY) bench/bench_dashboard.py --images 100000 1000000
+	$(PY) bench/bench_viewer_page.py --images 100000 --repeat 3 --hovers 20
 	$(PY) bench/bench_features.py --n 200 --repeat 5
 	$(PY) bench/bench_results.py --n 2000 10000 100000 --repeat 1
 
