@@ -70,6 +70,25 @@ def _drag(page, points: list[list[float]]) -> None:
     page.mouse.up()
 
 
+def _select(page, plot, layout_points: list[list[float]], close: bool = False) -> dict:
+    """Drag through `layout_points` (layout coordinates) with Plotly's current tool and return what Plotly's own
+    `plotly_selected` event reports (its point count and, for a box, its range).
+
+    A drag that Plotly reports empty is drawn again, from freshly computed pixels: on a loaded machine the pane can
+    still be resizing to its column when the pixels are first computed, so the first drag may miss every point."""
+    event: dict = {"points": []}
+    for _ in range(3):
+        pixels = plot.evaluate(TO_PAGE, layout_points)
+        page.evaluate("gd => { window.plotlySelected = null; gd.on('plotly_selected', e => { if (e) window.plotlySelected ="
+                      " {points: e.points.map(p => p.pointIndex), range: e.range || null}; }); }", plot.element_handle())
+        _drag(page, [*pixels, pixels[0]] if close else pixels)
+        page.wait_for_function("() => window.plotlySelected !== null")
+        event = page.evaluate("window.plotlySelected")
+        if event["points"]:
+            break
+    return event
+
+
 def test_lasso_selects_a_region_the_gallery_shows_it_and_save_keeps_only_it(page, data_root) -> None:
     images = _images(data_root)
     plot = _open_projection(page)
@@ -77,12 +96,8 @@ def test_lasso_selects_a_region_the_gallery_shows_it_and_save_keeps_only_it(page
     cx, cy = float(xs.median()), float(ys.median())
     # A triangle over the lower-left half of the layout, in layout coordinates, then in page pixels
     triangle = [[float(xs.min()) - 0.05, float(ys.min()) - 0.05], [cx + 0.3, float(ys.min()) - 0.05], [float(xs.min()) - 0.05, cy + 0.3]]
-    pixels = plot.evaluate(TO_PAGE, triangle)
-    page.evaluate("gd => { window.plotlyLasso = null; gd.on('plotly_selected', e => { if (e) window.plotlyLasso = e.points.length; }); }",
-                  plot.element_handle())
-    _drag(page, [*pixels, pixels[0]])
-    page.wait_for_function("() => window.plotlyLasso !== null")
-    plotly_count = page.evaluate("window.plotlyLasso")
+    event = _select(page, plot, triangle, close=True)
+    plotly_count = len(event["points"])
     assert 0 < plotly_count < images.height
     count = page.locator(".region-count").first
     sync_api.expect(count).to_have_text(f"{plotly_count:,}")  # every image Plotly's own lasso took, no more
@@ -120,13 +135,8 @@ def test_box_select_takes_exactly_the_images_inside_the_box(page, data_root) -> 
     plot.locator('.modebar-btn[data-val="select"]').click()  # Plotly's box tool
     x0, y0 = float(images["x"].quantile(0.3)), float(images["y"].quantile(0.3))
     x1, y1 = float(images["x"].quantile(0.9)), float(images["y"].quantile(0.9))
-    start, end = plot.evaluate(TO_PAGE, [[x0, y1], [x1, y0]])
-    page.evaluate("gd => { window.plotlyBox = null; gd.on('plotly_selected', e => { if (e && e.range) window.plotlyBox = e.range; }); }",
-                  plot.element_handle())
-    _drag(page, [start, end])
-    page.wait_for_function("() => window.plotlyBox !== null")
     # The box Plotly reports, in layout coordinates: the images inside it, counted here
-    box = page.evaluate("window.plotlyBox")
+    box = _select(page, plot, [[x0, y1], [x1, y0]])["range"]
     (bx0, bx1), (by0, by1) = sorted(box["x"]), sorted(box["y"])
     inside = images.filter(pl.col("x").is_between(bx0, bx1) & pl.col("y").is_between(by0, by1))
     assert 0 < inside.height < images.height
