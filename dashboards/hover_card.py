@@ -12,6 +12,31 @@ CARD_STYLE = ("position:fixed;z-index:10000;display:none;pointer-events:none;wid
               "font:12px/1.35 system-ui,sans-serif;color:#212529")
 
 
+# Plotly emits plotly_unhover(old point) and then builds plotly_hover from `gd._hoverdata`, which it has just set to
+# the new point. Panel's own unhover handler puts the old point back into `gd._hoverdata` first (to give a later
+# click its context), so moving straight from one point onto another reported the old one. This wraps Panel's
+# PlotlyPlotView so every Plotly pane keeps the new point: a listener put before Panel's remembers it and one after
+# Panel's restores it. A pure unhover (onto empty space) has no new point and keeps Panel's behaviour.
+PLOTLY_HOVER_FIX = """
+    function fixPlotlyHover() {
+      let Plot = null;
+      try { Plot = window.Bokeh.Models['panel.models.plotly.PlotlyPlot']; } catch (e) { return; }
+      const View = Plot && Plot.prototype.default_view;
+      const install = View && View.prototype._install_callbacks;
+      if (typeof install !== 'function' || View.prototype._curationHoverFix) return;
+      View.prototype._install_callbacks = function () {
+        install.call(this);
+        const gd = this.container;
+        let next;
+        gd._ev.prependListener('plotly_unhover', () => { next = gd._hoverdata; });
+        gd.on('plotly_unhover', () => { if (next) gd._hoverdata = next; next = undefined; });
+      };
+      View.prototype._curationHoverFix = true;
+    }
+    fixPlotlyHover();
+"""
+
+
 class HoverCard(JSComponent):
     """Shows `preview` at the mouse cursor; hides it when `preview` is emptied or the mouse moves away from where it
     was shown (Plotly tells the server about a hover, not about leaving a point).
@@ -25,7 +50,9 @@ class HoverCard(JSComponent):
 
     _esm = f"""
     const STYLE = {CARD_STYLE!r};
+    {PLOTLY_HOVER_FIX}
     export function render({{ model, el }}) {{
+      fixPlotlyHover();
       document.querySelectorAll('body > .cur-hover-card').forEach((old) => old.remove());  // one per page, on re-render too
       const card = document.createElement('div');
       card.className = 'cur-hover-card';

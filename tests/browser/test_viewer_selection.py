@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -177,4 +178,25 @@ def test_hover_shows_the_thumbnail_and_tags_at_the_cursor(page, data_root) -> No
     _shot(page, "hover-01-preview-at-cursor.png")
     page.mouse.move(5, 5)  # away from the point: the card goes
     sync_api.expect(page.locator(".cur-hover-card")).to_be_hidden()
+    assert not page.errors
+
+
+def test_moving_straight_from_one_point_to_the_next_shows_the_next_one(page, data_root) -> None:
+    """Plotly fires unhover(old) then hover(new); Panel's unhover handler puts the old points back in the graph
+    before the hover event is built, so without our fix the card kept naming the previous point."""
+    images = _images(data_root)
+    plot = _open_projection(page)
+    pixels = plot.evaluate(TO_PAGE, images.select("x", "y").rows())
+    # points with no other point within 2.5 px (the layout is dense): the cursor on one hovers that one
+    at = np.array(pixels)
+    gaps = np.sqrt(((at[:, None] - at[None]) ** 2).sum(-1))
+    np.fill_diagonal(gaps, np.inf)
+    lonely = [{"image_id": images["image_id"][int(i)], "px": float(at[i, 0]), "py": float(at[i, 1])} for i in np.flatnonzero(gaps.min(1) >= 2.5)]
+    assert len(lonely) >= 4
+    card = page.locator(".cur-hover-card")
+    page.mouse.move(lonely[0]["px"], lonely[0]["py"], steps=3)
+    for row in lonely[1:4]:  # in one move from the last point onto this one: Plotly never sees the mouse off a point
+        page.mouse.move(row["px"], row["py"])
+        sync_api.expect(card).to_have_attribute("data-image-id", row["image_id"])
+        sync_api.expect(card).to_be_visible()
     assert not page.errors
