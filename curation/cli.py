@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.inference.client import ServiceError
+from curation.dataset.tags import class_label
 from curation.dataset.registry import DatasetNotFound, DatasetType, DemoDatasetProtected, TransientFailures
 from curation.processes import WATCHDOG_OWNER, start_watchdog  # noqa: F401 - WATCHDOG_OWNER for tests
 from curation.sdk import Curation
@@ -140,8 +141,8 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
         counts = counts.join(labelled_counts(labels), on=["category", "class"], how="left")
         columns.append("labelled")
     table = Table(*columns, title=f"images per class (predicted by {record.meta_model})")
-    for row in counts.iter_rows():
-        table.add_row(*[str(v) for v in row])
+    for row in counts.iter_rows(named=True):
+        table.add_row(*[class_label(v) if k == "class" else str(v) for k, v in row.items()])
     console.print(table)
     if "labelled" in columns:
         from curation.dataset.counts import agreement
@@ -377,8 +378,8 @@ def teach(
         _fail(exc)
     table = Table("category", "classes", "labelled", "training accuracy")
     for category, info in summary["categories"].items():
-        labelled = ", ".join(f"{k} {v}" for k, v in info["labelled"].items())
-        table.add_row(category, ", ".join(info["classes"]), labelled, f"{info['train_accuracy']:.2f}")
+        labelled = ", ".join(f"{class_label(k)} {v}" for k, v in info["labelled"].items())
+        table.add_row(category, ", ".join(map(class_label, info["classes"])), labelled, f"{info['train_accuracy']:.2f}")
     console.print(table)
     for category, reason in summary.get("skipped", {}).items():
         console.print(f"skipped {category}: {reason}", highlight=False)

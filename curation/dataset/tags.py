@@ -14,6 +14,11 @@ import polars as pl
 
 NONE_LABEL = "None"
 
+
+def class_label(cls: str | None) -> str:
+    """How every view and table writes a class: "dawn/dusk" for the stored `dawn_dusk`, "None" for a null tag."""
+    return NONE_LABEL if cls is None or cls == NONE_LABEL else str(cls).replace("_", "/")
+
 TagFilters = Mapping[str, Sequence[str | None]]
 
 

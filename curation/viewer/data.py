@@ -27,7 +27,7 @@ from curation.analysis import teach
 from curation.dataset.atomic import write_text_atomic
 from curation.dataset.catalog import Catalog, DatasetStore, PathRefused, Table
 from curation.dataset.registry import DatasetRecord
-from curation.dataset.tags import NONE_LABEL, stored_tag, tag_condition
+from curation.dataset.tags import NONE_LABEL, class_label, stored_tag, tag_condition
 from curation.sampling.order import sample_ids, step_size
 from curation.sampling.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
@@ -35,11 +35,6 @@ from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
 Selections = Mapping[str, Sequence[str | None]]
 
 ANALYTICS_COLUMNS = ("anomaly_score", "similar_ids", "similar_distances", "duplicate_group", "quality_flags")
-
-
-def class_label(cls: str | None) -> str:
-    """How every view writes a class: "dawn/dusk" for the stored `dawn_dusk`, "None" for a null tag."""
-    return "None" if cls is None or cls == NONE_LABEL else str(cls).replace("_", "/")
 
 
 def attach_by_id(frame: pl.DataFrame, other: pl.DataFrame) -> pl.DataFrame:

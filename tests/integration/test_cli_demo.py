@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from curation import cli as cli_module
+from curation.dataset.tags import class_label
 from curation.dataset.catalog import Catalog, Table
 from curation.settings import Settings, use_settings
 from tests.images import write_images
@@ -88,6 +89,10 @@ def test_demo_curates_the_demo_dataset_and_it_cannot_be_deleted(cli, tmp_path):
     assert store.frame(Table.FILES).height == 72
     assert store.frame(Table.METADATA).height == 72
     assert store.frame(Table.EMBEDDINGS).height == 72
+    # the table writes classes as the viewer does: "dawn/dusk", never the stored "dawn_dusk"
+    for cls in store.frame(Table.METADATA)["time"].drop_nulls().unique():
+        assert f"│ {class_label(cls)} " in output
+    assert "dawn_dusk" not in output
 
     refused = cli.invoke(["delete", record.id, "--yes"])
     assert refused.exit_code == 1 and "demo dataset and cannot be deleted" in refused.output
