@@ -341,13 +341,24 @@ def sample(
     strategy: Annotated[str | None, typer.Option(help="Recompute with stratified or random")] = None,
     save: Annotated[bool, typer.Option(help="Save the sample as a new dataset")] = False,
     name: Annotated[str | None, typer.Option(help="Name of the saved dataset")] = None,
+    images: Annotated[Path | None, typer.Option(
+        help="Keep only the images listed in this text file (image ids or blob names, one per line)")] = None,
 ) -> None:
-    """Show a sample of a dataset and its fidelity against random sampling; --save registers it as a dataset."""
+    """Show a sample of a dataset and its fidelity against random sampling; --save registers it as a dataset.
+
+    With --images, only the listed images are kept (at --fraction 1.0, exactly them): a selection made elsewhere,
+    saved as a dataset with --save."""
     from curation.dataset.catalog import Document
     from curation.sampling.fidelity import format_fidelity
 
     if not 0 < fraction <= 1:
         _fail(ValueError(f"--fraction must be in (0, 1], got {fraction}"))
+    listed = None
+    if images is not None:
+        try:
+            listed = images.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(ValueError(f"--images {images}: cannot read it ({type(exc).__name__})"))
     cr = Curation()
     try:
         stored = cr.catalog.dataset(dataset_id).read_json(Document.SAMPLING_REPORT)
@@ -355,12 +366,16 @@ def sample(
             report = cr.sample_dataset(dataset_id, seed=seed or 0, strategy=strategy or "stratified")
         else:
             report = stored
-        ids = cr.sample_ids(dataset_id, fraction)
+        ids = cr.sample_ids(dataset_id, fraction, images=listed)
         console.print(format_fidelity(report), highlight=False, markup=False)
-        console.print(f"sample at {fraction:.0%}: {len(ids)} of {report['images']} images", highlight=False)
+        among = "" if listed is None else " of the listed images"
+        console.print(f"sample at {fraction:.0%}{among}: {len(ids)} of {report['images']} images", highlight=False)
+        if save and not ids:
+            _fail(ValueError("the selection is empty: nothing to save"))
         if save:
             source = cr.get_dataset(dataset_id)
-            new_id = cr.save_subset(dataset_id, name or f"{source.name} ({fraction:.0%} sample)", fraction)
+            default = f"{source.name} ({fraction:.0%} sample{', listed images' if listed is not None else ''})"
+            new_id = cr.save_subset(dataset_id, name or default, fraction, images=listed)
             console.print(f"saved as dataset [bold]{new_id}[/]")
     except KNOWN_ERRORS as exc:
         _fail(exc)

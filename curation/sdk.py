@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -235,21 +236,47 @@ class Curation:
         with use_settings(self.settings), prefect_api_for(self.settings):
             return sample_dataset(dataset_id, seed=seed, strategy=strategy)
 
-    def sample_ids(self, dataset_id: str, fraction: float, filters: dict[str, list[str | None]] | None = None) -> list[str]:
+    def sample_ids(
+        self,
+        dataset_id: str,
+        fraction: float,
+        filters: dict[str, list[str | None]] | None = None,
+        images: Sequence[str] | None = None,
+    ) -> list[str]:
         """Image ids in the sample at `fraction` (0.2, 0.4, ...), restricted by tag filters.
 
         Args:
             fraction: share of the dataset to keep; every fraction is a prefix of the stored order.
             filters: category -> accepted values (None selects the None tag); OR within, AND across.
+            images: only these images (image ids or blob names); one that is neither raises ValueError.
         """
-        self.catalog.dataset(dataset_id).require_completed("sampled")
-        return subsets.selected_ids(self.catalog.dataset(dataset_id), fraction, filters)
+        store = self.catalog.dataset(dataset_id)
+        store.require_completed("sampled")
+        ids = subsets.selected_ids(store, fraction, filters)
+        if images is None:
+            return ids
+        listed = set(subsets.image_ids_for(store, images))
+        return [i for i in ids if i in listed]
 
     def save_subset(
-        self, dataset_id: str, name: str, fraction: float = 1.0, filters: dict[str, list[str | None]] | None = None
+        self,
+        dataset_id: str,
+        name: str,
+        fraction: float = 1.0,
+        filters: dict[str, list[str | None]] | None = None,
+        images: Sequence[str] | None = None,
     ) -> str:
-        """Save a selection as a new dataset whose original is `dataset_id`; returns its id."""
-        return subsets.save_subset(self.catalog.dataset(dataset_id), name, fraction, filters).id
+        """Save a selection as a new dataset whose original is `dataset_id`; returns its id.
+
+        Args:
+            fraction: keep the sample at this share (a prefix of the stored sampling order).
+            filters: category -> accepted values, as in `sample_ids`.
+            images: keep only these images (image ids or blob names, e.g. picked in another tool); one that is
+                neither raises ValueError.
+        """
+        store = self.catalog.dataset(dataset_id)
+        ids = None if images is None else subsets.image_ids_for(store, images)
+        return subsets.save_subset(store, name, fraction, filters, image_ids=ids).id
 
     def teach(self, dataset_id: str, labels_csv: str | Path) -> dict[str, Any]:
         """Teach by example: fit a linear probe per category on labelled images, re-tag the whole dataset.

@@ -63,6 +63,34 @@ def selected_ids(store: DatasetStore, fraction: float = 1.0, filters: dict[str, 
     return filter_tags(frame, filters or {})["image_id"].to_list()
 
 
+def image_ids_for(source: DatasetStore, images: Sequence[str]) -> list[str]:
+    """The image ids of `images`, each an image id or a blob name of the source, in the order given (repeats once).
+
+    Raises ValueError naming the first few that are neither, and how many there are: a list that does not match the
+    dataset is a mistake to show, not a smaller subset to save.
+    """
+    files = source.frame(Table.FILES, columns=["image_id", "blob_name"])
+    known = set(files["image_id"].to_list())
+    by_blob = dict(zip(files["blob_name"].to_list(), files["image_id"].to_list(), strict=True))
+    ids: dict[str, None] = {}
+    unmatched: list[str] = []
+    for name in (n.strip() for n in images):
+        if not name:
+            continue
+        image_id = name if name in known else by_blob.get(name)
+        if image_id is None:
+            unmatched.append(name)
+        else:
+            ids[image_id] = None
+    if unmatched:
+        shown = ", ".join(repr(n) for n in unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+        raise ValueError(f"{len(unmatched)} of {len(unmatched) + len(ids)} listed images are neither an image id nor a "
+                         f"blob name of dataset {source.dataset_id}: {shown}")
+    if not ids:
+        raise ValueError("the list of images is empty")
+    return list(ids)
+
+
 def save_subset(
     source: DatasetStore,
     name: str,
