@@ -52,11 +52,13 @@ def options(
 
 class _NoRunFailureTracebacks(logging.Filter):
     """On Prefect's console handler without --debug: drop the flow and task run loggers' failure reports (about 80
-    lines of traceback, and the failure's message, a dataset's reason included, again in the final state) and any
-    other record's traceback; the CLI reports the failure itself, once, in one line. Prefect's API handler, and so
-    its UI, still receives everything."""
+    lines of traceback, and the failure's message, a dataset's reason included, again in the final state),
+    azure.identity's warnings, and any other record's traceback; the CLI reports the failure itself, once, in one
+    line. Prefect's API handler, and so its UI, still receives everything."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("azure.identity") and record.levelno < logging.ERROR:
+            return False  # each try's full credential-chain report: the error line says what failed and what to do
         message = str(record.msg)
         failed = message.startswith("Finished in state") and not message.startswith("Finished in state Completed")
         run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
@@ -155,6 +157,21 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
                       highlight=False)
 
 
+def _storage_config(
+    container: str | None, account_name: str | None, account_url: str | None, prefix: str | None, local: Path | None,
+    azure_ad: bool,
+) -> LocalStorageConfig | AzureStorageConfig:
+    """The storage the options name: exactly one of a container or a folder; --azure-ad only with a container."""
+    if (container is None) == (local is None):
+        _fail(ValueError("give exactly one of --container or --local"))
+    if local is not None:
+        if azure_ad:
+            _fail(ValueError("--azure-ad signs in to Azure Storage: use it with --container, not --local"))
+        return LocalStorageConfig(path=local, prefix=prefix)
+    return AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url,
+                              prefix=prefix, azure_ad=azure_ad)
+
+
 @app.command()
 def curate(
     name: Annotated[str, typer.Option(help="Dataset name")],
@@ -163,19 +180,17 @@ def curate(
     account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
     prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
+    azure_ad: Annotated[bool, typer.Option(
+        "--azure-ad", help="Sign in with Azure AD (DefaultAzureCredential, or CURATION_AZURE_CLIENT_* for a service "
+        "principal) instead of a key or SAS")] = False,
     wait: Annotated[bool, typer.Option(help="Track the job to its end")] = True,
     resume: Annotated[str | None, typer.Option(help="Finish an unfinished dataset with this id")] = None,
     dask: Annotated[bool, typer.Option(help="Run the shard tasks on Dask (a LocalCluster unless --dask-address)")] = False,
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler to use, e.g. tcp://host:8786")] = None,
 ) -> None:
-    """Curate a container (credentials from CURATION_AZURE_ACCOUNT_KEY, _SAS_TOKEN or _CONNECTION_STRING) or a folder."""
-    if (container is None) == (local is None):
-        _fail(ValueError("give exactly one of --container or --local"))
-    config = (
-        LocalStorageConfig(path=local, prefix=prefix)
-        if local is not None
-        else AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url, prefix=prefix)
-    )
+    """Curate a container (credentials from CURATION_AZURE_ACCOUNT_KEY, _SAS_TOKEN or _CONNECTION_STRING, or Azure AD
+    with --azure-ad) or a folder."""
+    config = _storage_config(container, account_name, account_url, prefix, local, azure_ad)
     cr = Curation(task_runner="dask" if dask or dask_address else None, dask_address=dask_address)
     try:
         dataset_id = cr.curate_dataset(name, config, resume=resume)
@@ -194,16 +209,13 @@ def curate_new(
     account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
     prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
+    azure_ad: Annotated[bool, typer.Option(
+        "--azure-ad", help="Sign in with Azure AD (DefaultAzureCredential, or CURATION_AZURE_CLIENT_* for a service "
+        "principal) instead of a key or SAS")] = False,
     name: Annotated[str | None, typer.Option(help="Dataset name if this run creates it")] = None,
 ) -> None:
     """Curate only the blobs added or changed since the last run, as a new version of that storage's dataset."""
-    if (container is None) == (local is None):
-        _fail(ValueError("give exactly one of --container or --local"))
-    config = (
-        LocalStorageConfig(path=local, prefix=prefix)
-        if local is not None
-        else AzureStorageConfig(container_name=container, account_name=account_name, account_url=account_url, prefix=prefix)
-    )
+    config = _storage_config(container, account_name, account_url, prefix, local, azure_ad)
     try:
         summary = Curation().curate_new_blobs(config, name=name)
     except KNOWN_ERRORS as exc:

@@ -107,6 +107,27 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) in TRANSIENT_STATUS
 
 
+AZURE_AD_HINT = ("sign in with `az login`, run where a managed identity is assigned, or set CURATION_AZURE_TENANT_ID, "
+                 "CURATION_AZURE_CLIENT_ID and CURATION_AZURE_CLIENT_SECRET for a service principal; or use an account "
+                 "key or SAS instead of Azure AD")
+AZURE_AD_ROLES = ("the identity needs the Storage Blob Data Reader role on the container, and Storage Blob Delegator "
+                  "on the account to sign image URLs")
+
+
+def azure_ad_failure(exc: BaseException) -> str | None:
+    """What to tell a user of Azure AD for an authentication error: no token at all (the credential chain's first
+    line, and how to sign in; its full report, ~15 lines per try, is logged by azure.identity), or a token the
+    storage refused (the roles it needs). None for any other error."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    if not isinstance(exc, ClientAuthenticationError):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    if getattr(exc, "status_code", None) is None:  # raised by the credential: no request was answered
+        return f"Azure AD sign-in failed ({first}): {AZURE_AD_HINT}"
+    return f"the storage refused the Azure AD token (HTTP {exc.status_code}: {first}); {AZURE_AD_ROLES}"
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """Whether an Azure SDK error says no connection could be made (refused, timed out, no such host)."""
     from azure.core.exceptions import ServiceRequestError
@@ -371,6 +392,10 @@ class AzureBlobStorage:
             endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "the Azure storage endpoint"
             reason = redact(_connection_failure(exc), self._secrets)
             return StorageError(f"{what}: could not reach {endpoint} ({reason})", unreachable=True)
+        if self.config.uses_azure_ad():
+            signed_in = azure_ad_failure(exc)
+            if signed_in is not None:
+                return StorageError(f"{what}: {redact(signed_in, self._secrets)}")
         return StorageError(f"{what}: {self._clean(exc)}", is_transient(exc))
 
     def list_blobs(self) -> Iterator[BlobInfo]:

@@ -310,3 +310,55 @@ def test_a_503_is_retried_by_the_client_and_then_by_the_listing_task(monkeypatch
     assert Busy.requests == 1 + storage.AZURE_RETRIES_AND_TIMEOUTS["retry_status"] == 4
     assert error.transient and not error.unreachable and KEY not in str(error)
     assert _worth_listing_again(None, None, SimpleNamespace(data=error))
+
+
+class _NoToken:
+    """An Azure AD credential that finds no sign-in, as DefaultAzureCredential does on a machine with none."""
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.identity import CredentialUnavailableError
+
+        raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+                                         "Attempted credentials:\n\tEnvironmentCredential: unavailable.")
+
+    get_token_info = get_token
+
+
+def test_azure_ad_without_a_sign_in_is_one_line_saying_how_to_sign_in():
+    from curation.ingest.storage import AzureBlobStorage
+
+    config = AzureStorageConfig(container_name="c", account_name="acct", account_url="https://127.0.0.1:1/acct", azure_ad=True)
+    storage = AzureBlobStorage(config, token_credential=_NoToken())
+    with pytest.raises(StorageError) as raised:
+        list(storage.list_blobs())
+    message = str(raised.value)
+    assert message == ("cannot list container 'c': Azure AD sign-in failed (DefaultAzureCredential failed to retrieve a "
+                       "token from the included credentials): sign in with `az login`, run where a managed identity is "
+                       "assigned, or set CURATION_AZURE_TENANT_ID, CURATION_AZURE_CLIENT_ID and "
+                       "CURATION_AZURE_CLIENT_SECRET for a service principal; or use an account key or SAS instead of "
+                       "Azure AD")
+    assert not raised.value.transient
+
+
+def test_a_refused_azure_ad_token_names_the_roles_it_needs():
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    from curation.ingest.storage import azure_ad_failure
+
+    refused = ClientAuthenticationError("This request is not authorized to perform this operation using this permission.\nRequestId:1")
+    refused.status_code = 403
+    assert azure_ad_failure(refused) == (
+        "the storage refused the Azure AD token (HTTP 403: This request is not authorized to perform this operation "
+        "using this permission); the identity needs the Storage Blob Data Reader role on the container, and Storage "
+        "Blob Delegator on the account to sign image URLs")
+    assert azure_ad_failure(HttpResponseError("500")) is None
+
+
+def test_cli_azure_ad_goes_with_a_container_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from curation import cli
+
+    result = CliRunner().invoke(cli.app, ["curate", "--name", "x", "--local", str(tmp_path), "--azure-ad"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --azure-ad signs in to Azure Storage: use it with --container, not --local"
