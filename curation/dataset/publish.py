@@ -23,6 +23,7 @@ PARQUET = (Table.FILES, Table.METADATA, Table.EMBEDDINGS, Table.ANALYTICS, Table
 REQUIRED = (Table.FILES, Table.METADATA)
 MARKER = "_SUCCESS"  # written last: a folder without it is incomplete (Spark's convention)
 AZURE_PROTOCOLS = {"abfs", "abfss", "az"}
+SECRET_OPTIONS = ("connection_string", "account_key", "sas_token", "client_secret")
 
 
 class PublishError(RuntimeError):
@@ -48,7 +49,9 @@ def display_url(url: str) -> str:
 
 
 def storage_options(url: str, settings: Settings) -> dict[str, Any]:
-    """fsspec options for the URL: the Azure credential settings for abfs/az URLs, none for the others.
+    """fsspec options for the URL: the Azure credential settings for abfs/az URLs, none for the others. Azure AD is
+    a service principal (CURATION_AZURE_TENANT_ID, _CLIENT_ID, _CLIENT_SECRET) or CURATION_AZURE_AD=true
+    (DefaultAzureCredential); the identity needs Storage Blob Data Contributor on the target container.
 
     Other protocols (s3, gs, ...) find credentials the way their fsspec library does (environment, instance role).
     With an account key or SAS token, the account name comes from the URL (container@account.dfs.core.windows.net)
@@ -62,6 +65,11 @@ def storage_options(url: str, settings: Settings) -> dict[str, Any]:
         return {"account_key": settings.azure_account_key.get_secret_value()}
     if settings.azure_sas_token:
         return {"sas_token": settings.azure_sas_token.get_secret_value()}
+    if settings.azure_client_secret is not None:  # Azure AD, a service principal
+        return {"tenant_id": settings.azure_tenant_id, "client_id": settings.azure_client_id,
+                "client_secret": settings.azure_client_secret.get_secret_value()}
+    if settings.azure_ad:
+        return {"anon": False}  # adlfs then signs in with DefaultAzureCredential
     return {}
 
 
@@ -131,4 +139,4 @@ def _secrets(settings: Settings, options: dict[str, Any]) -> list[SecretStr | st
         settings.azure_sas_token,
         settings.azure_connection_string,
     ]
-    return values + [str(v) for v in options.values()]
+    return values + [str(options[k]) for k in SECRET_OPTIONS if options.get(k)]

@@ -82,3 +82,16 @@ def test_storage_options_only_for_azure_urls():
     assert storage_options("abfs://c/p", settings) == {"connection_string": "AccountName=a;AccountKey=b"}
     assert storage_options("s3://bucket/p", settings) == {} and storage_options("/data/out", settings) == {}
     assert storage_options("az://c/p", Settings(azure_sas_token=SecretStr("sv=1&sig=x"))) == {"sas_token": "sv=1&sig=x"}
+
+
+def test_azure_ad_publishes_with_the_service_principal_or_default_credential_and_redacts_only_secrets():
+    from curation.dataset.publish import _secrets
+
+    principal = Settings(azure_tenant_id="t-1", azure_client_id="c-1", azure_client_secret=SecretStr("s3cr3t-value"))
+    options = storage_options("abfs://c@acct.dfs.core.windows.net/p", principal)
+    assert options == {"tenant_id": "t-1", "client_id": "c-1", "client_secret": "s3cr3t-value"}
+    assert "s3cr3t-value" in _secrets(principal, options) and "t-1" not in _secrets(principal, options)
+    default = Settings(azure_ad=True)
+    assert storage_options("az://c/p", default) == {"anon": False}
+    assert "False" not in _secrets(default, {"anon": False})  # an error's text keeps the word False
+    assert storage_options("s3://bucket/p", principal) == {}
