@@ -19,7 +19,7 @@ from curation.dashboards.store import MAX_POINTS, DataStore
 
 # No red here: red means "excluded by sampling".
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#bcbd22")
-NONE_COLOUR = "#9e9e9e"
+NONE_COLOUR = "#495057"  # dark grey: apart from the light grey of the points outside a selection
 EXCLUDED_COLOUR = "#d62728"
 PANEL_STATIC = "static/extensions/panel/"
 
@@ -56,7 +56,7 @@ def _traces(points: pl.DataFrame, colour_by: str, selected: str | None, kind: st
     traces = []
     if "in_region" in points.columns and not points["in_region"].all():
         outside = points.filter(~pl.col("in_region"))
-        traces.append(_trace(outside, "outside the selection", {"color": OUTSIDE_COLOUR, "opacity": 0.5}, kind))
+        traces.append(_trace(outside, "outside the selection", {"color": OUTSIDE_COLOUR, "opacity": 0.4}, kind))
         points = points.filter(pl.col("in_region"))
     kept, excluded = points.filter(pl.col("kept")), points.filter(~pl.col("kept"))
     if colour_by in CATEGORIES:

@@ -34,6 +34,9 @@ def test_projection_draws_the_region_and_greys_what_is_outside(opened: DataStore
         names = [t["name"] for t in figure["data"]]
         outside = figure["data"][names.index("outside the selection")]
         assert len(outside["x"]) == points.height - int(points["in_region"].sum()) > 0
+        # the points outside are told apart from every class inside, None's grey included
+        inside = {t["marker"]["color"] for t in figure["data"] if t["name"] != "outside the selection"}
+        assert "None" in names and outside["marker"]["color"] not in inside
         assert all(t["type"] == "scattergl" and "z" not in t for t in figure["data"])
         assert figure["layout"]["dragmode"] == "lasso" and len(figure["layout"]["shapes"]) == 1
         assert sum(len(t["x"]) for t in figure["data"]) == points.height
