@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from curation.inference.client import ServiceError
-from curation.dataset.tags import class_label
+from curation.dataset.tags import class_label, describe_filters, parse_filters
 from curation.dataset.registry import DatasetNotFound, DatasetType, DemoDatasetProtected, TransientFailures
 from curation.processes import WATCHDOG_OWNER, start_watchdog  # noqa: F401 - WATCHDOG_OWNER for tests
 from curation.sdk import Curation
@@ -355,16 +355,23 @@ def sample(
     name: Annotated[str | None, typer.Option(help="Name of the saved dataset")] = None,
     images: Annotated[Path | None, typer.Option(
         help="Keep only the images listed in this text file (image ids or blob names, one per line)")] = None,
+    tag_filter: Annotated[list[str] | None, typer.Option(
+        "--filter", help="Keep only these tags: CATEGORY=CLASS[,CLASS...], e.g. weather=rainy,None; repeatable "
+        "(classes OR-ed, categories AND-ed)")] = None,
 ) -> None:
     """Show a sample of a dataset and its fidelity against random sampling; --save registers it as a dataset.
 
-    With --images, only the listed images are kept (at --fraction 1.0, exactly them): a selection made elsewhere,
-    saved as a dataset with --save."""
+    With --filter, only images with those tags (as the viewer's filters); with --images, only the listed images (at
+    --fraction 1.0, exactly them: a selection made elsewhere). --save registers what is kept as a dataset."""
     from curation.dataset.catalog import Document
     from curation.sampling.fidelity import format_fidelity
 
     if not 0 < fraction <= 1:
         _fail(ValueError(f"--fraction must be in (0, 1], got {fraction}"))
+    try:
+        filters = parse_filters(tag_filter or [])
+    except ValueError as exc:
+        _fail(exc)
     listed = None
     if images is not None:
         try:
@@ -378,16 +385,17 @@ def sample(
             report = cr.sample_dataset(dataset_id, seed=seed or 0, strategy=strategy or "stratified")
         else:
             report = stored
-        ids = cr.sample_ids(dataset_id, fraction, images=listed)
+        ids = cr.sample_ids(dataset_id, fraction, filters=filters or None, images=listed)
         console.print(format_fidelity(report), highlight=False, markup=False)
         among = "" if listed is None else " of the listed images"
+        among += f" ({describe_filters(filters)})" if filters else ""
         console.print(f"sample at {fraction:.0%}{among}: {len(ids)} of {report['images']} images", highlight=False)
         if save and not ids:
             _fail(ValueError("the selection is empty: nothing to save"))
         if save:
             source = cr.get_dataset(dataset_id)
             default = f"{source.name} ({fraction:.0%} sample{', listed images' if listed is not None else ''})"
-            new_id = cr.save_subset(dataset_id, name or default, fraction, images=listed)
+            new_id = cr.save_subset(dataset_id, name or default, fraction, filters=filters or None, images=listed)
             console.print(f"saved as dataset [bold]{new_id}[/]")
     except KNOWN_ERRORS as exc:
         _fail(exc)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
+from curation.taxonomy import DEFAULT_TAXONOMY, Taxonomy
+
 NONE_LABEL = "None"
 
 
@@ -45,3 +47,38 @@ def filter_tags(frame: pl.DataFrame, filters: TagFilters) -> pl.DataFrame:
     if unknown:
         raise ValueError(f"no tag column for {', '.join(map(repr, unknown))}")
     return frame.filter(tag_condition(filters)) if filters else frame
+
+
+def parse_filters(items: Sequence[str], taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> dict[str, list[str | None]]:
+    """Filters from `CATEGORY=CLASS[,CLASS...]` strings (the CLI's --filter), checked against the taxonomy.
+
+    Classes may be written as the viewer writes them ("dawn/dusk", "None", any case). A category given twice takes
+    the classes of both. Raises ValueError naming the category's classes for a word it does not know: a misspelt
+    class would otherwise select nothing, silently.
+    """
+    filters: dict[str, list[str | None]] = {}
+    for item in items:
+        category, sep, words = item.partition("=")
+        category = category.strip().lower()
+        if not sep or not words.strip():
+            raise ValueError(f"a filter is CATEGORY=CLASS[,CLASS...], e.g. weather=rainy,None; got {item!r}")
+        if category not in taxonomy.classes:
+            raise ValueError(f"filter {item!r}: no category {category!r} (categories: {', '.join(taxonomy.categories)})")
+        classes = taxonomy.classes[category]
+        for word in (w.strip() for w in words.split(",")):
+            stored = word.lower().replace("/", "_")
+            if stored == NONE_LABEL.lower():
+                value: str | None = None
+            elif stored in classes:
+                value = stored
+            else:
+                known = ", ".join(class_label(c) for c in (*classes, None))
+                raise ValueError(f"filter {item!r}: {category} has no class {word!r} (classes: {known})")
+            if value not in filters.setdefault(category, []):
+                filters[category].append(value)
+    return filters
+
+
+def describe_filters(filters: TagFilters) -> str:
+    """Filters as one line, in the viewer's words: "weather: rainy, None; road: city"."""
+    return "; ".join(f"{c}: {', '.join(class_label(v) for v in values)}" for c, values in filters.items())

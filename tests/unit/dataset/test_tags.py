@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from curation.dataset.tags import NONE_LABEL, filter_tags, stored_tag, tag_condition
+from curation.dataset.tags import NONE_LABEL, describe_filters, filter_tags, parse_filters, stored_tag, tag_condition
 
 
 @pytest.fixture
@@ -47,3 +47,16 @@ def test_unknown_category_is_an_error(frame: pl.DataFrame) -> None:
 
 def test_stored_tag() -> None:
     assert stored_tag("None") is None and stored_tag(None) is None and stored_tag("day") == "day"
+
+
+def test_cli_filters_parse_in_the_viewers_words_and_refuse_unknown_words():
+    filters = parse_filters(["weather=Rainy,None", "time=dawn/dusk", "weather=rainy"])
+    assert filters == {"weather": ["rainy", None], "time": ["dawn_dusk"]}
+    assert describe_filters(filters) == "weather: rainy, None; time: dawn/dusk"
+    assert parse_filters([]) == {}
+    with pytest.raises(ValueError, match=r"CATEGORY=CLASS.*got 'weather'"):
+        parse_filters(["weather"])
+    with pytest.raises(ValueError, match=r"no category 'tme' \(categories: time, weather, road, location\)"):
+        parse_filters(["tme=day"])
+    with pytest.raises(ValueError, match=r"weather has no class 'rain' \(classes: clear, cloudy, rainy, foggy, snowy, None\)"):
+        parse_filters(["weather=rain"])

@@ -1,5 +1,5 @@
-"""A subset of images listed elsewhere (image ids or blob names): SDK `save_subset(images=...)` and
-`curation sample --images FILE --save`."""
+"""A subset of images listed elsewhere (image ids or blob names), or of some tags: SDK `save_subset(images=...)`,
+`curation sample --images FILE --filter CATEGORY=CLASS,... --save`."""
 
 from __future__ import annotations
 
@@ -61,3 +61,25 @@ def _cli_sample_images(dataset: DatasetStore, tmp_path) -> None:
         "'not-there.png'"]
     missing = CliRunner().invoke(cli.app, ["sample", dataset.dataset_id, "--images", str(tmp_path / "none.txt")])
     assert missing.exit_code == 1 and "cannot read it" in missing.output
+
+
+def test_cli_sample_filter_keeps_the_tags_and_refuses_a_misspelt_class(dataset: DatasetStore, tmp_path) -> None:  # noqa: F811
+    with use_settings(Settings(data_root=dataset.root)):
+        sample_dataset(dataset)
+        # the fixture: 30 day, 15 night, 5 None (the last five); roads alternate city/highway
+        result = CliRunner().invoke(cli.app, ["sample", dataset.dataset_id, "--fraction", "1", "--filter", "time=Night,None",
+                                              "--filter", "road=city", "--save", "--name", "dark city"])
+        assert result.exit_code == 0, result.output
+        meta = dataset.frame(Table.METADATA)
+        expected = meta.filter((meta["time"].is_null() | (meta["time"] == "night")) & (meta["road"] == "city"))
+        assert 0 < expected.height < 20
+        assert f"sample at 100% (time: night, None; road: city): {expected.height} of 50 images" in result.output
+        [derived] = [r for r in Catalog(dataset.root).records() if r.name == "dark city"]
+        saved = Catalog(dataset.root).dataset(derived.id)
+        assert sorted(saved.frame(Table.FILES)["image_id"]) == sorted(expected["image_id"])
+        assert saved.read_json(Document.SELECTION)["filters"] == {"time": ["night", None], "road": ["city"]}
+
+        wrong = CliRunner().invoke(cli.app, ["sample", dataset.dataset_id, "--filter", "weather=rain"])
+        assert wrong.exit_code == 1
+        assert wrong.output.strip() == ("error: filter 'weather=rain': weather has no class 'rain' (classes: clear, "
+                                        "cloudy, rainy, foggy, snowy, None)")
