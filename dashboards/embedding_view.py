@@ -143,6 +143,7 @@ class EmbeddingView(LazyView):
         self.selection = SelectionBar(store)
         self.colour.param.watch(self._render, "value")
         store.param.watch(self._invalidate, ["dataset_id", "selections", "fraction", "selected_image", "region"])
+        store.param.watch(self._region_cleared, "region")
         # The clicked point's image full size: the page wires this button to the full-size viewer
         self.open_full = button("Open full size", width=130, disabled=True, css_classes=["embedding-open-full"])
         store.param.watch(lambda e: setattr(self.open_full, "disabled", not e.new), "selected_image")
@@ -221,10 +222,21 @@ class EmbeddingView(LazyView):
 
     def _selected(self, event: Any) -> None:
         """A lasso or box drawn on the projection selects every image inside it (not only the points drawn); a
-        deselect (double-click) keeps the region: the Clear selection button removes it."""
+        deselect (Plotly's double-click: nothing else sends one, not a re-render nor a click) clears it, as the Clear
+        selection button does."""
+        if event.new is None:
+            if self.store.region is not None:
+                self.store.param.update(region=None, page=1)
+            return
         region = region_from_selection(event.new)
         if region is not None and region != self.store.region:
             self.store.param.update(region=region, page=1)
+
+    def _region_cleared(self, event: Any) -> None:
+        """Cleared elsewhere (the button, another dataset): forget the last selection event too, so drawing the same
+        lasso again selects it again."""
+        if event.new is None and self.projection is not None and self.projection.selected_data is not None:
+            self.projection.selected_data = None
 
     def _hovered_point(self, event: Any) -> None:
         image_id = self._point_id(event.new)

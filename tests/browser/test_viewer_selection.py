@@ -149,6 +149,15 @@ def test_box_select_takes_exactly_the_images_inside_the_box(page, data_root) -> 
     sync_api.expect(tiles).to_have_count(min(48, inside.height))
     shown = set(tiles.evaluate_all("ts => ts.map(t => t.dataset.imageId)"))
     assert shown <= set(inside["image_id"].to_list())
+    # a double-click on the projection deselects, as everywhere in Plotly: the whole set again
+    page.locator(".bk-tab", has_text="3D embedding").click()
+    box = plot.bounding_box()
+    page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    sync_api.expect(page.locator(".clear-selection button").first).to_be_hidden()
+    page.wait_for_function("gd => !(gd.layout.shapes || []).length && !gd.data.some(t => t.name === 'outside the selection')",
+                           arg=plot.element_handle())
+    page.locator(".bk-tab", has_text="Gallery").click()
+    sync_api.expect(page.locator(".page-label")).to_contain_text(f"of {images.height:,}")
     assert not page.errors
 
 

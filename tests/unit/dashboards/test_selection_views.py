@@ -63,9 +63,12 @@ def test_a_lasso_event_sets_the_region_and_the_gallery_says_how_many(opened: Dat
         assert gallery.selection.clear.visible
         assert f"of {count:,}" in gallery.label.object
         assert "match the filters and the selection" in summary_html(opened)
-        view._selected(type("E", (), {"new": None})())  # a deselect keeps the region: Clear removes it
+        gallery.selection.clear.clicks += 1  # the Clear selection button
+        assert opened.region is None and not gallery.selection.clear.visible
+        lasso = {"selector": {"type": "lasso", "selector_state": {"xs": xs, "ys": ys}}, "points": []}
+        view._selected(type("E", (), {"new": lasso})())
         assert opened.region is not None
-        gallery.selection.clear.clicks += 1
+        view._selected(type("E", (), {"new": None})())  # a deselect: Plotly's double-click
         assert opened.region is None and not gallery.selection.clear.visible
     finally:
         opened.region = None
