@@ -110,8 +110,8 @@ def create_app(root: Path | None = None, usage_path: Path | None = None) -> pn.C
 
 
 def apply_link(store: DataStore, curate: CurateView, search: str) -> str | None:
-    """Open the view a deep link names (`viewer.data.parse_link`): dataset, filters, sampling level, the selected
-    image and whether it is open full size. Returns one line (plain text, escaped when shown) saying what in the link
+    """Open the view a deep link names (`viewer.data.parse_link`): dataset, filters, sampling level, the region
+    drawn on the projection, the selected image and whether it is open full size. Returns one line (plain text, escaped when shown) saying what in the link
     could not be followed, or None; never raises."""
     link = parse_link(search)
     if link.dataset_id is None:
@@ -124,7 +124,7 @@ def apply_link(store: DataStore, curate: CurateView, search: str) -> str | None:
     fraction = link.fraction if store.has_sampling else 1.0
     if fraction < link.fraction:
         problems.append("this dataset has no sampling, so the link's sample size is ignored")
-    store.param.update(selections=link.selections, fraction=fraction)
+    store.param.update(selections=link.selections, fraction=fraction, region=link.region)
     curate.sampling.slider.value = round(fraction * 100)
     if link.image_id:
         if store.images.filter(pl.col("image_id") == link.image_id).is_empty():
@@ -140,10 +140,10 @@ def follow_url(store: DataStore, curate: CurateView, location: Any) -> None:
     """Keep the page's URL the deep link of what is shown (`viewer.data.link_query`), so copying it shares the view."""
     def update(*_: Any) -> None:
         query = link_query(store.dataset_id, store.selections, store.fraction, store.selected_image,
-                           curate.fullsize.is_open)
+                           curate.fullsize.is_open, region=store.region)
         if (location.search or "") != query:
             location.search = query
 
-    store.param.watch(update, ["dataset_id", "selections", "fraction", "selected_image"])
+    store.param.watch(update, ["dataset_id", "selections", "fraction", "selected_image", "region"])
     curate.fullsize.viewer.param.watch(update, "open")
     update()

@@ -31,6 +31,7 @@ from curation.dataset.tags import NONE_LABEL, class_label, stored_tag, tag_condi
 from curation.sampling.order import sample_ids, step_size
 from curation.sampling.subsets import sample_dataset
 from curation.taxonomy import CATEGORIES, DEFAULT_TAXONOMY, Taxonomy
+from curation.viewer.region import Region, region_from_query, region_to_query
 
 Selections = Mapping[str, Sequence[str | None]]
 
@@ -471,9 +472,10 @@ def original_image(
 
 # -- deep links -----------------------------------------------------------------------------------------------
 def link_query(dataset_id: str | None, selections: Selections, fraction: float, image_id: str | None,
-               full: bool, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> str:
-    """The URL query of a view: `?dataset=…&fraction=…&time=day,night&image=…&full=1` (restricted categories only;
-    the None class is written `None`). Empty without a dataset."""
+               full: bool, taxonomy: Taxonomy = DEFAULT_TAXONOMY, region: Region | None = None) -> str:
+    """The URL query of a view: `?dataset=…&fraction=…&time=day,night&region=lasso:x,y;…&image=…&full=1`
+    (restricted categories only; the None class is written `None`; the region exactly, `region_to_query`). Empty
+    without a dataset."""
     if dataset_id is None:
         return ""
     query: dict[str, str] = {"dataset": dataset_id}
@@ -484,11 +486,13 @@ def link_query(dataset_id: str | None, selections: Selections, fraction: float, 
         values = selections.get(category)
         if values is not None and not set(values) >= set(options[category]):  # every class ticked: no restriction
             query[category] = ",".join(NONE_LABEL if v is None else str(v) for v in values)
+    if region is not None:
+        query["region"] = region_to_query(region)
     if image_id:
         query["image"] = image_id
         if full:
             query["full"] = "1"
-    return "?" + urlencode(query, safe=",")
+    return "?" + urlencode(query, safe=",:;")
 
 
 @dataclass(frozen=True)
@@ -501,6 +505,7 @@ class LinkState:
     image_id: str | None
     full: bool
     problems: tuple[str, ...]
+    region: Region | None = None
 
 
 def parse_link(search: str, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> LinkState:
@@ -530,7 +535,13 @@ def parse_link(search: str, taxonomy: Taxonomy = DEFAULT_TAXONOMY) -> LinkState:
         except ValueError:
             problems.append(f"fraction {params['fraction']} is not between 0 and 1")
             fraction = 1.0
+    region = None
+    if params.get("region"):
+        try:
+            region = region_from_query(params["region"])
+        except ValueError as exc:
+            problems.append(f"the region is not one the viewer draws ({exc})")
     return LinkState(
         dataset_id=params.get("dataset") or None, selections=selections, fraction=fraction,
-        image_id=params.get("image") or None, full=params.get("full") == "1", problems=tuple(problems),
+        image_id=params.get("image") or None, full=params.get("full") == "1", problems=tuple(problems), region=region,
     )

@@ -69,6 +69,35 @@ def region_from_selection(selected: Mapping[str, Any] | None) -> Region | None:
     return Region(selector["type"], tuple(xs), tuple(ys))
 
 
+def region_to_query(region: Region) -> str:
+    """The region in a URL: `box:x0,x1,y0,y1` or `lasso:x,y;x,y;...`, each number the shortest text that reads back
+    as the same float, so a link selects exactly the same images."""
+    if region.kind == "box":
+        return "box:" + ",".join(repr(float(v)) for v in (*region.xs, *region.ys))
+    return "lasso:" + ";".join(f"{float(x)!r},{float(y)!r}" for x, y in zip(region.xs, region.ys, strict=True))
+
+
+def region_from_query(text: str) -> Region:
+    """`region_to_query`'s text read back; raises ValueError for anything else (a box needs 4 finite numbers, a
+    lasso 3 to MAX_VERTICES finite pairs)."""
+    kind, _, body = text.partition(":")
+    if kind == "box":
+        values = [float(v) for v in body.split(",")]
+        if len(values) != 4:
+            raise ValueError("a box has 4 numbers")
+        xs, ys = sorted(values[:2]), sorted(values[2:])
+    elif kind == "lasso":
+        pairs = [pair.split(",") for pair in body.split(";")]
+        if any(len(pair) != 2 for pair in pairs) or not 3 <= len(pairs) <= MAX_VERTICES:
+            raise ValueError(f"a lasso has 3 to {MAX_VERTICES} x,y pairs")
+        xs, ys = [float(x) for x, _ in pairs], [float(y) for _, y in pairs]
+    else:
+        raise ValueError("a region is box:... or lasso:...")
+    if not all(math.isfinite(v) for v in (*xs, *ys)):
+        raise ValueError("a region's numbers are finite")
+    return Region(kind, tuple(xs), tuple(ys))
+
+
 def inside(x: np.ndarray, y: np.ndarray, region: Region) -> np.ndarray:
     """Whether each point (x, y) lies in the region: a box includes its edges; a lasso follows the even-odd rule,
     as Plotly's own lasso does. NaN coordinates are outside."""

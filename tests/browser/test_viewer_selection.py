@@ -107,6 +107,13 @@ def test_lasso_selects_a_region_the_gallery_shows_it_and_save_keeps_only_it(page
     page.wait_for_function("gd => (gd.layout.shapes || []).length === 1 && gd.data.some(t => t.name === 'outside the selection')",
                            arg=plot.element_handle())
     _shot(page, "selection-01-lasso-on-projection.png")
+    # the URL carries the lasso: the same link in another tab selects the same images
+    page.wait_for_function("() => location.search.includes('region=lasso:')")
+    other = page.context.new_page()
+    other.goto(page.url)
+    sync_api.expect(other.locator(".region-count").first).to_have_text(f"{plotly_count:,}")
+    sync_api.expect(other.locator(".filtered-count")).to_have_text(f"{plotly_count:,}")
+    other.close()
 
     page.locator(".bk-tab", has_text="Gallery").click()
     sync_api.expect(page.locator(".page-label")).to_contain_text(f"of {plotly_count:,}")
@@ -126,6 +133,7 @@ def test_lasso_selects_a_region_the_gallery_shows_it_and_save_keeps_only_it(page
 
     page.locator(".clear-selection button").first.click()
     sync_api.expect(page.locator(".page-label")).to_contain_text(f"of {images.height:,}")
+    page.wait_for_function("() => !location.search.includes('region=')")
     sync_api.expect(page.locator(".filtered-count")).to_have_text(f"{images.height:,}")
     assert not page.errors
 

@@ -205,3 +205,20 @@ def test_a_bad_link_keeps_what_it_can_and_names_the_rest() -> None:
     assert parse_link("fraction=0.55").fraction == 0.6  # the slider's 20% steps
     assert parse_link("time=dusk").selections["time"] == class_options()["time"]  # no known class: no restriction
     assert parse_link("").dataset_id is None
+
+
+def test_a_link_carries_the_drawn_region_exactly() -> None:
+    from curation.viewer.region import MAX_VERTICES, Region
+
+    everything = {c: list(v) for c, v in class_options().items()}
+    lasso = Region("lasso", (0.1, 2.0000000000000004, -1e-05), (3.3333333333333335, -7.25, 1.5))
+    query = link_query("abc", everything, 1.0, None, False, region=lasso)
+    assert query == "?dataset=abc&region=lasso:0.1,3.3333333333333335;2.0000000000000004,-7.25;-1e-05,1.5"
+    assert parse_link(query).region == lasso  # the same floats: the same images selected
+    box = Region("box", (-1.5, 2.0), (0.25, 4.0))
+    assert parse_link(link_query("abc", everything, 1.0, None, False, region=box)).region == box
+    for bad in ("box:1,2,3", "lasso:1,2;3,4", "lasso:1,2;3,nan;5,6", "circle:1,2,3", "box:a,b,c,d",
+                "lasso:" + ";".join(["1,2"] * (MAX_VERTICES + 1))):
+        link = parse_link(f"dataset=abc&region={bad}")
+        assert link.region is None and link.dataset_id == "abc"
+        assert [p for p in link.problems if p.startswith("the region is not one the viewer draws")], bad
