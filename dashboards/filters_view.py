@@ -7,7 +7,7 @@ from typing import Any
 import panel as pn
 
 from curation.viewer.data import class_label, class_options
-from curation.dashboards.components import button, esc, html_pane, message
+from curation.dashboards.components import button, esc, heading, html_pane, message
 from curation.dashboards.store import DataStore
 
 
@@ -30,7 +30,7 @@ class FiltersView:
         reset = button("Clear filters", button_type="light", width=120)
         reset.on_click(lambda e: self._reset())
         cards = [pn.Card(g, title=c.capitalize(), collapsible=False, sizing_mode="stretch_width", margin=(4, 0)) for c, g in self.groups.items()]
-        self.panel = pn.Column(pn.pane.Markdown("#### Filters", margin=(0, 5)), *cards, reset, sizing_mode="stretch_width")
+        self.panel = pn.Column(heading("Filters"), *cards, reset, sizing_mode="stretch_width")
         store.param.watch(self._sync, ["dataset_id", "selections", "fraction", "region"])
 
     def _changed(self, _: Any) -> None:
@@ -63,7 +63,7 @@ class SamplingView:
         self.note = html_pane("", sizing_mode="stretch_width")
         self.slider.param.watch(self._changed, "value_throttled")
         store.param.watch(self._sync, ["dataset_id"])
-        self.panel = pn.Column(pn.pane.Markdown("#### Sampling", margin=(0, 5)), self.slider, self.note, sizing_mode="stretch_width")
+        self.panel = pn.Column(heading("Sampling"), self.slider, self.note, sizing_mode="stretch_width")
 
     def _changed(self, event: Any) -> None:
         self.store.param.update(fraction=event.new / 100)
@@ -86,7 +86,7 @@ class SaveView:
         self.result = html_pane("", sizing_mode="stretch_width", css_classes=["save-result"])
         self.button.on_click(self._save)
         store.param.watch(lambda e: setattr(self.result, "object", ""), ["dataset_id"])
-        self.panel = pn.Column(pn.pane.Markdown("#### Save", margin=(0, 5)), self.name, self.button, self.result, sizing_mode="stretch_width")
+        self.panel = pn.Column(heading("Save"), self.name, self.button, self.result, sizing_mode="stretch_width")
 
     def _save(self, _: Any) -> None:
         self.button.disabled = True

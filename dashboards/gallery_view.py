@@ -7,7 +7,7 @@ from typing import Any
 import panel as pn
 
 from curation.viewer.data import class_label, format_bytes
-from curation.dashboards.components import ThumbnailGrid, button, esc, html_pane, message
+from curation.dashboards.components import ThumbnailGrid, button, esc, heading, html_pane, message
 from curation.dashboards.selection_view import SelectionBar
 from curation.dashboards.store import DataStore
 
@@ -95,7 +95,7 @@ class QuickFileView:
         self.open_full = button("Open full size", width=120, button_type="primary", css_classes=["qfv-open-full"])
         store.param.watch(self._render, ["selected_image", "fraction", "dataset_id"])
         self.panel = pn.Column(
-            pn.Row(pn.pane.Markdown("#### Image", margin=(0, 5)), pn.layout.HSpacer(), self.open_full, close),
+            pn.Row(heading("Image"), pn.layout.HSpacer(), self.open_full, close),
             self.body, self.similar_title, self.similar,
             sizing_mode="stretch_width", scroll=True,
         )

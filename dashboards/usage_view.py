@@ -11,7 +11,7 @@ import panel as pn
 import polars as pl
 
 from curation.viewer.data import read_usage, usage_by_day
-from curation.dashboards.components import esc, html_pane, message
+from curation.dashboards.components import esc, heading, html_pane, message
 
 NO_LEDGER = "No usage ledger configured (set CURATION_USAGE_PATH to the inference service's usage JSON file)."
 
@@ -44,7 +44,7 @@ class UsageView:
         self.chart = pn.pane.HoloViews(None, sizing_mode="stretch_width", backend="bokeh", visible=False)
         refresh = pn.widgets.Button(name="Reload", width=90)
         refresh.on_click(lambda e: self.render())
-        self.panel = pn.Column(pn.Row(pn.pane.Markdown("### Usage", margin=(0, 5)), refresh), self.note, self.chart, self.table, sizing_mode="stretch_width")
+        self.panel = pn.Column(pn.Row(heading("Usage", 3), refresh), self.note, self.chart, self.table, sizing_mode="stretch_width")
         self.render()
 
     def render(self, *_: Any) -> None:
