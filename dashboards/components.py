@@ -132,10 +132,13 @@ class ThumbnailGrid(JSComponent):
                 callback(image_id)
 
 
-APP_CSS = """
+HEADING_CSS = """
 .cur-heading { margin: 8px 0 6px; font-weight: 600; line-height: 1.2; }
 h3.cur-heading { font-size: 1.3em; }
 h4.cur-heading { font-size: 1.05em; }
+"""
+
+APP_CSS = """
 .cur-msg { padding: 8px 12px; border-radius: 6px; font-size: 14px; margin: 4px 0; }
 .cur-info { background: #e7f1fb; color: #0b4a7a; border: 1px solid #b6d4f0; }
 .cur-ok { background: #e6f4ea; color: #1e5631; border: 1px solid #b7dfc2; }
@@ -222,7 +225,8 @@ def html_pane(text: str = "", **kwargs: Any) -> pn.pane.HTML:
 
 def heading(text: str, level: int = 4, **kwargs: Any) -> pn.pane.HTML:
     """A section title. HTML, not a Markdown pane: Markdown would add Panel's markdown.css (9 KB) to the first page."""
-    return html_pane(f'<h{level} class="cur-heading">{html.escape(text)}</h{level}>', margin=(0, 5), **kwargs)
+    return pn.pane.HTML(f'<h{level} class="cur-heading">{html.escape(text)}</h{level}>', stylesheets=[HEADING_CSS],
+                        margin=(0, 5), **kwargs)
 
 
 class LazyView:
