@@ -386,7 +386,7 @@ def sample(
         else:
             report = stored
         ids = cr.sample_ids(dataset_id, fraction, filters=filters or None, images=listed)
-        console.print(format_fidelity(report), highlight=False, markup=False)
+        console.print(format_fidelity(report), highlight=False, markup=False, soft_wrap=True)
         among = "" if listed is None else " of the listed images"
         among += f" ({describe_filters(filters)})" if filters else ""
         console.print(f"sample at {fraction:.0%}{among}: {len(ids)} of {report['images']} images", highlight=False)

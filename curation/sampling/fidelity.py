@@ -148,6 +148,10 @@ def _codes_or_none(series: pl.Series) -> np.ndarray:
     return np.where(series.is_null().to_numpy(), -1, np.nan_to_num(codes, nan=0).astype(np.int64) - 1)
 
 
+# How many absent strata a step's note names; the rest are counted (the report holds them all).
+NAMED_STRATA = 3
+
+
 def format_fidelity(report: dict[str, Any]) -> str:
     """A text table: one line per metric and step, sampled vs random."""
     metrics = [f"tv_{c}" for c in report["categories"]] + ["tv_joint"]
@@ -168,12 +172,22 @@ def format_fidelity(report: dict[str, Any]) -> str:
         cells = "".join(f"{_fmt(s['sampled'][m]):>11}{_fmt(s['random'][m]):>11}" for s in report["steps"])
         lines.append(f"{m:<18}{cells}")
     for s in report["steps"]:
-        for d in s["sampled"].get("dropped", []):
-            why = "its quota rounds to zero" if d["exact_share"] < 1 else "UNEXPECTED: its quota is not zero"
-            lines.append(
-                f"note: at {round(s['fraction'] * 100)}% stratum {d['stratum']} (size {d['size']}) is absent: "
-                f"{why} (exact share {d['exact_share']:.2f})"
-            )
+        dropped = s["sampled"].get("dropped", [])
+        expected = [d for d in dropped if d["exact_share"] < 1]
+        if expected:  # one line a step: a large dataset has thousands of strata too small for its smaller samples
+            sizes = sorted({int(d["size"]) for d in expected})
+            sized = f"size {sizes[0]}" if len(sizes) == 1 else f"sizes {sizes[0]}-{sizes[-1]}"
+            named = ", ".join(d["stratum"] for d in expected[:NAMED_STRATA])
+            more = f" and {len(expected) - NAMED_STRATA} more" if len(expected) > NAMED_STRATA else ""
+            what = f"{len(expected)} strata ({sized}) are" if len(expected) > 1 else f"1 stratum ({sized}) is"
+            lines.append(f"note: at {round(s['fraction'] * 100)}% {what} absent, the quota rounding to zero: "
+                         f"{named}{more}")
+        for d in dropped:
+            if d["exact_share"] >= 1:
+                lines.append(
+                    f"note: at {round(s['fraction'] * 100)}% stratum {d['stratum']} (size {d['size']}) is absent: "
+                    f"UNEXPECTED: its quota is not zero (exact share {d['exact_share']:.2f})"
+                )
     return "\n".join(lines)
 
 

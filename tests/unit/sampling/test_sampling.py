@@ -205,6 +205,15 @@ def test_fidelity_report_and_format() -> None:
             assert dropped["exact_share"] < 1
     text = format_fidelity(report)
     assert "tv_joint" in text and "coverage_mean" in text and "duplicates_kept" in text
+    # absent strata: one note a step that has any, naming 3 and counting the rest, never one line each
+    notes = [line for line in text.splitlines() if line.startswith("note:")]
+    steps_with_absent = [s for s in report["steps"] if s["sampled"]["dropped"]]
+    assert len(notes) == len(steps_with_absent) > 0
+    for note, step in zip(notes, steps_with_absent, strict=True):
+        absent = step["sampled"]["dropped"]
+        assert f"{len(absent)} strata" in note and absent[0]["stratum"] in note
+        if len(absent) > 3:
+            assert note.endswith(f"and {len(absent) - 3} more")
 
 
 def test_fidelity_report_of_a_tiny_dataset_whose_steps_repeat_a_size() -> None:
