@@ -157,6 +157,11 @@ def _summary(cr: Curation, dataset_id: str, labels_csv: Path | None = None) -> N
                       highlight=False)
 
 
+AzureAdOption = Annotated[bool, typer.Option(
+    "--azure-ad", help="Sign in with Azure AD (DefaultAzureCredential, or CURATION_AZURE_CLIENT_* for a service "
+    "principal) instead of a key or SAS")]
+
+
 def _storage_config(
     container: str | None, account_name: str | None, account_url: str | None, prefix: str | None, local: Path | None,
     azure_ad: bool,
@@ -180,9 +185,7 @@ def curate(
     account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
     prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
-    azure_ad: Annotated[bool, typer.Option(
-        "--azure-ad", help="Sign in with Azure AD (DefaultAzureCredential, or CURATION_AZURE_CLIENT_* for a service "
-        "principal) instead of a key or SAS")] = False,
+    azure_ad: AzureAdOption = False,
     wait: Annotated[bool, typer.Option(help="Track the job to its end")] = True,
     resume: Annotated[str | None, typer.Option(help="Finish an unfinished dataset with this id")] = None,
     dask: Annotated[bool, typer.Option(help="Run the shard tasks on Dask (a LocalCluster unless --dask-address)")] = False,
@@ -209,9 +212,7 @@ def curate_new(
     account_url: Annotated[str | None, typer.Option(help="Blob endpoint, e.g. for Azurite")] = None,
     prefix: Annotated[str | None, typer.Option(help="Only blobs under this prefix")] = None,
     local: Annotated[Path | None, typer.Option(help="A local folder instead of a container")] = None,
-    azure_ad: Annotated[bool, typer.Option(
-        "--azure-ad", help="Sign in with Azure AD (DefaultAzureCredential, or CURATION_AZURE_CLIENT_* for a service "
-        "principal) instead of a key or SAS")] = False,
+    azure_ad: AzureAdOption = False,
     name: Annotated[str | None, typer.Option(help="Dataset name if this run creates it")] = None,
 ) -> None:
     """Curate only the blobs added or changed since the last run, as a new version of that storage's dataset."""
