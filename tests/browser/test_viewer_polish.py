@@ -16,7 +16,7 @@ import pytest
 from curation.dataset.catalog import Catalog, Table
 from curation.dataset.registry import Counts
 from tests.browser.dataset_builder import build_dataset
-from tests.browser.test_dashboard import XSS_NAME, _card, _shot, browser, server, sync_api  # noqa: F401
+from tests.browser.test_dashboard import ARTIFACTS, XSS_NAME, _card, _shot, browser, server, sync_api  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -135,7 +135,7 @@ def test_processing_card_shows_progress_and_cannot_be_deleted(page, data_root) -
     assert float(running.get_by_role("button", name="Delete").evaluate("b => getComputedStyle(b).opacity")) < 0.6
     running.get_by_role("button", name="Delete").click(force=True)  # a click on a disabled button does nothing
     assert catalog.dataset(ids["running"]).exists()
-    _shot(page, "polish-04-processing-card.png", full_page=True)
+    running.screenshot(path=str(ARTIFACTS / "polish-04-processing-card.png"))  # the card itself
 
 
 def test_failed_card_shows_the_reason_and_how_to_retry(page, data_root) -> None:
@@ -151,7 +151,7 @@ def test_failed_card_shows_the_reason_and_how_to_retry(page, data_root) -> None:
     derived = _card(page, "Rainy subset")
     sync_api.expect(derived).to_contain_text("Parent drives")
     sync_api.expect(derived.locator(".cur-secondary")).to_have_text(ids["parent"])
-    _shot(page, "polish-05-failed-and-derived-cards.png", full_page=True)
+    _shot(page, "polish-05-failed-and-derived-cards.png", full_page=True)  # the whole list: failed, derived and parent
 
 
 def test_curate_page_labels_captions_teach_and_save_above_the_fold(page, data_root) -> None:
